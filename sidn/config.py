@@ -157,3 +157,23 @@ class SIDNConfig:
         from sidn.io import atomic_write_text
 
         atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def apply_overrides(cfg: SIDNConfig, overrides: list[str]) -> SIDNConfig:
+    """Return a copy of ``cfg`` with ``section.key=value`` overrides (values parsed as YAML)."""
+    raw = cfg.to_dict()
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or section not in raw or name not in raw[section]:
+            raise ValueError(f"override '{item}': expected section.key=value with a known key")
+        raw[section][name] = yaml.safe_load(value)
+    return SIDNConfig.from_dict(raw, source="overrides")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> SIDNConfig:
+    """Read ``path`` (or ``params.yaml`` in the working directory if it exists, else defaults)."""
+    if path is None and Path("params.yaml").exists():
+        path = "params.yaml"
+    cfg = SIDNConfig.from_yaml(path) if path else SIDNConfig()
+    return apply_overrides(cfg, overrides or [])

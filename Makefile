@@ -1,0 +1,40 @@
+# The two commands of the README:  `make run`  and  `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: install sysdeps run test test-fast bench up down status clean
+
+# torch is installed first and pinned to the CPU build (2.13.0); constraints.txt pins the rest,
+# so a new machine resolves the same versions without backtracking.
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e '.[stack,dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Headless Chromium renders the HTML report in a test; installed when we are root (CI).
+sysdeps:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the report rendering test will be skipped"
+
+run: install
+	$(BIN)/dvc repro
+	@echo "report: runs/report/index.html   metrics: $(BIN)/dvc metrics show   runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+test: install sysdeps
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not integration"
+
+bench: install
+	$(BIN)/sidn bench

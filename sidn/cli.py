@@ -1,0 +1,261 @@
+"""The ``sidn`` command line.
+
+Library commands are defined here; commands that need the orchestration stack (MLflow
+registry, Prefect flows) are plugged in from ``pipelines/`` through the ``sidn.commands``
+entry-point group, so this package never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Callable
+
+EXAMPLES = {
+    "train": "sidn train --data data/raw/sidn-default --category carpet --out runs/carpet/train",
+    "evaluate": "sidn evaluate --model runs/carpet/train/model.pt --category carpet --out runs/carpet/eval",
+    "calibrate": "sidn calibrate --model runs/carpet/train/model.pt --category carpet --out runs/carpet",
+    "predict": "sidn predict --model runs/carpet/train/model.pt photos/ --out predictions/",
+    "info": "sidn info --size 256",
+    "bench": "sidn bench --json",
+    "export": "sidn export --model runs/carpet/train/model.pt --format onnx --out carpet.onnx",
+    "data synth": "sidn data synth --out data/raw/sidn-default",
+    "data validate": "sidn data validate --data data/raw/sidn-default --out runs/validation",
+    "data fetch": "sidn data fetch mvtec --dest data/raw/mvtec_ad --categories carpet wood",
+}
+
+
+def _parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name.split()[-1],
+        help=help,
+        description=help,
+        epilog=f"example:\n  {EXAMPLES[name]}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", help="params.yaml to read (default: ./params.yaml if present, else built-in defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one parameter, e.g. --set train.steps=200 (repeatable)")
+
+
+def _config(args: argparse.Namespace):
+    from sidn.config import load_config
+
+    cfg = load_config(args.params, args.overrides)
+    if getattr(args, "data", None):
+        cfg.data.root = str(args.data)
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sidn.jobs import train_category
+
+    cfg = _config(args)
+    result = train_category(cfg, args.category, Path(args.out), resume=args.resume, progress=not args.quiet)
+    print(f"trained {args.category}: {result.steps_done} steps, best step {result.best_step} "
+          f"(val loss {result.best_val_loss:.4f}) -> {Path(args.out) / 'model.pt'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sidn.jobs import evaluate_category
+
+    metrics = evaluate_category(Path(args.model), args.category, Path(args.out), data_root=args.data,
+                                overlays=args.overlays)
+    print(json.dumps({k: metrics[k] for k in ("category", "pixel_auroc", "aupro", "image_auroc")}, indent=2))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from sidn.jobs import calibrate_category
+
+    result = calibrate_category(Path(args.model), args.category, Path(args.out), data_root=args.data)
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from sidn.predict_files import predict_files
+
+    table = predict_files(Path(args.model), [Path(p) for p in args.inputs], Path(args.out),
+                          threshold=args.threshold, onnx=args.onnx)
+    print(f"{len(table)} image(s), {int(table['is_defective'].sum())} defective -> {args.out}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from sidn.model import SIDN
+    from sidn.model.flops import count_flops, count_parameters
+
+    cfg = _config(args)
+    model = SIDN(cfg.model).eval()
+    print(f"SIDN  C={cfg.model.channels} K={cfg.model.clusters} lambda_f={cfg.model.lambda_f}")
+    print(f"parameters:      {count_parameters(model):,}")
+    print(f"GFLOPs / image:  {count_flops(model, args.size) / 1e9:.3f}  ({args.size}x{args.size} grayscale)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sidn.bench import format_bench, run_bench
+
+    figures = run_bench(image_size=args.size)
+    print(json.dumps(figures) if args.json else format_bench(figures))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sidn import export
+
+    out = Path(args.out)
+    if args.format == "onnx":
+        export.export_onnx(Path(args.model), out, image_size=args.size)
+    else:
+        export.export_torchscript(Path(args.model), out, image_size=args.size)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from sidn.data.synth import contact_sheet, synthesize
+
+    synthesize(Path(args.out), args.categories, seed=args.seed, size=args.size, n_train=args.n_train,
+               n_test_good=args.n_test_good, n_test_defect=args.n_test_defect)
+    for category in args.categories or _categories_in(Path(args.out)):
+        print(contact_sheet(Path(args.out), category, Path(args.out) / f"{category}_contact_sheet.png"))
+    return 0
+
+
+def _categories_in(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from sidn.data.validate import format_report, validate_dataset
+
+    categories = args.categories or _categories_in(Path(args.data))
+    report = validate_dataset(Path(args.data), categories, Path(args.out), min_train_images=args.min_train_images)
+    print(format_report(report))
+    return 0 if report.passed else 1
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    from sidn.data.fetch import fetch_mvtec
+
+    for path in fetch_mvtec(args.categories, Path(args.dest)):
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sidn", description="SIDN texture-defect segmentation (Yang et al., IEEE TII 2023)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = _parser(sub, "train", "train one category's model on its defect-free images")
+    p.add_argument("--data", help="MVTec-layout root (overrides data.root)")
+    p.add_argument("--category", required=True)
+    p.add_argument("--out", required=True, help="output folder: model.pt, checkpoint.pt, config.yaml, history.csv")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = _parser(sub, "evaluate", "pixel AUROC, AUPRO, image AUROC on the test split at original resolution")
+    p.add_argument("--model", required=True)
+    p.add_argument("--category", required=True)
+    p.add_argument("--data", help="MVTec-layout root (default: the one the model was trained on)")
+    p.add_argument("--out", required=True, help="output folder: metrics.json, roc.csv, pro.csv, scores.csv, overlays/")
+    p.add_argument("--overlays", type=int, default=12, help="number of overlay panels, worst first")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = _parser(sub, "calibrate", "choose the threshold from held-out good images and store it in the model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--category", required=True)
+    p.add_argument("--data", help="MVTec-layout root (default: the one the model was trained on)")
+    p.add_argument("--out", required=True, help="output folder: calibration.json")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = _parser(sub, "predict", "segment defects in images or folders")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True, help="output folder: masks/, overlays/, predictions.csv, predictions.json")
+    p.add_argument("--threshold", type=float, help="override the calibrated threshold")
+    p.add_argument("--onnx", help="run the fused map through this ONNX file (onnxruntime) instead of torch")
+    p.set_defaults(func=cmd_predict)
+
+    p = _parser(sub, "info", "parameter count and FLOPs per image")
+    p.add_argument("--size", type=int, default=256)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_info)
+
+    p = _parser(sub, "bench", "inference/training speed, memory and achieved FLOP rate on this machine")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench)
+
+    p = _parser(sub, "export", "export a model bundle to ONNX or TorchScript (fused map, eq. 26)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+
+    data = sub.add_parser("data", help="embedded default dataset, validation, fetching MVTec AD")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    p = _parser(data_sub, "data synth", "generate the embedded default texture-defect dataset (MVTec layout)")
+    p.add_argument("--out", default="data/raw/sidn-default")
+    p.add_argument("--categories", nargs="*", help="default: carpet grid leather tile wood")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--n-train", type=int, default=200)
+    p.add_argument("--n-test-good", type=int, default=40)
+    p.add_argument("--n-test-defect", type=int, default=60)
+    p.set_defaults(func=cmd_data_synth)
+
+    p = _parser(data_sub, "data validate", "validate an MVTec-layout dataset with great-expectations")
+    p.add_argument("--data", required=True)
+    p.add_argument("--categories", nargs="*", help="default: every category folder")
+    p.add_argument("--out", required=True, help="output folder: validation.json, validation.html")
+    p.add_argument("--min-train-images", type=int, default=10)
+    p.set_defaults(func=cmd_data_validate)
+
+    p = _parser(data_sub, "data fetch", "download MVTec AD categories (needs internet)")
+    p.add_argument("dataset", choices=["mvtec"])
+    p.add_argument("--dest", default="data/raw/mvtec_ad")
+    p.add_argument("--categories", nargs="+", default=["carpet", "grid", "leather", "tile", "wood"])
+    p.set_defaults(func=cmd_data_fetch)
+
+    for plugin in entry_points(group="sidn.commands"):
+        try:
+            register: Callable[[argparse._SubParsersAction], None] = plugin.load()
+        except ImportError as exc:  # the orchestration extras are not installed
+            logging.getLogger(__name__).debug("plug-in %s unavailable: %s", plugin.name, exc)
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

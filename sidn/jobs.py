@@ -1,0 +1,183 @@
+"""Category-level jobs: the units of work shared by the CLI, the DVC stages and the Prefect tasks.
+
+Each job reads one category of an MVTec-layout tree, does one step of the pipeline and writes
+its outputs atomically into ``out_dir``. Whichever entry point a user takes, these functions do
+the work, so the numbers are the same everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from sidn.bundle import load_bundle, save_bundle
+from sidn.calibrate import Calibration, calibrate
+from sidn.config import SIDNConfig
+from sidn.data.dgm import make_validation_set
+from sidn.data.mvtec import build_manifest, load_images, read_image, read_mask, split_holdout
+from sidn.inference import Prediction, Predictor
+from sidn.io import atomic_write, atomic_write_json
+from sidn.metrics import aupro, image_auroc, pixel_auroc, pro_curve_points, roc_curve_points
+from sidn.train import TrainResult, train
+
+
+def _category_root(cfg: SIDNConfig, category: str, data_root: str | None = None) -> Path:
+    return Path(data_root or cfg.data.root)
+
+
+def _train_and_holdout(cfg: SIDNConfig, category: str, data_root: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    manifest = build_manifest(_category_root(cfg, category, data_root), category)
+    return split_holdout(manifest, cfg.data.holdout_fraction, cfg.data.holdout_seed)
+
+
+def train_category(
+    cfg: SIDNConfig, category: str, out_dir: Path, resume: bool = False, progress: bool = True
+) -> TrainResult:
+    """Train SIDN on ``train/good`` of one category; held-out good images feed the DGM validation set."""
+    train_rows, holdout_rows = _train_and_holdout(cfg, category)
+    size = cfg.data.image_size
+    train_images = load_images(train_rows["path"].tolist(), size)
+    holdout_images = load_images(holdout_rows["path"].tolist(), size)
+    return train(cfg, train_images, holdout_images, Path(out_dir), resume=resume, progress=progress)
+
+
+def make_defect_set(cfg: SIDNConfig, category: str, out_dir: Path) -> Path:
+    """Write the fixed DGM validation set (eq. 1 on held-out good images) as ``defects.npz``."""
+    _, holdout_rows = _train_and_holdout(cfg, category)
+    holdout_images = load_images(holdout_rows["path"].tolist(), cfg.data.image_size)
+    images, masks = make_validation_set(holdout_images, cfg.dgm)
+    path = Path(out_dir) / "defects.npz"
+    atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), images=images, masks=masks.astype(np.uint8)))
+    return path
+
+
+def _predictor(bundle_path: Path, threshold: float | None = None) -> tuple[Predictor, SIDNConfig]:
+    model, cfg, _ = load_bundle(bundle_path)
+    predictor = Predictor(model, cfg.infer, cfg.data.image_size, threshold=threshold)
+    return predictor, cfg
+
+
+def _predict_paths(predictor: Predictor, paths: list[str], batch_size: int) -> list[Prediction]:
+    predictions: list[Prediction] = []
+    for start in range(0, len(paths), batch_size):
+        images = [read_image(p) for p in paths[start : start + batch_size]]
+        predictions.extend(predictor.predict(images))
+    return predictions
+
+
+def _ground_truth(row: pd.Series) -> np.ndarray:
+    if row["mask_path"]:
+        return read_mask(row["mask_path"])
+    return np.zeros((int(row["height"]), int(row["width"])), dtype=np.uint8)
+
+
+def _metrics(maps: list[np.ndarray], masks: list[np.ndarray], scores: list[float], labels: list[int]) -> dict:
+    return {
+        "pixel_auroc": pixel_auroc(maps, masks),
+        "aupro": aupro(maps, masks),
+        "image_auroc": image_auroc(scores, labels),
+        "n_images": len(maps),
+    }
+
+
+def evaluate_category(
+    bundle_path: Path, category: str, out_dir: Path, data_root: str | None = None, overlays: int = 12
+) -> dict:
+    """Pixel AUROC, AUPRO and image AUROC on the test split, at the masks' original resolution.
+
+    Per defect type, the metrics use that type's images plus all ``test/good`` images.
+    Writes ``metrics.json``, ``roc.csv``, ``pro.csv``, ``scores.csv`` and ``overlays/``.
+    """
+    out_dir = Path(out_dir)
+    predictor, cfg = _predictor(Path(bundle_path))
+    test = build_manifest(_category_root(cfg, category, data_root), category)
+    test = test[test["split"] == "test"].reset_index(drop=True)
+    predictions = _predict_paths(predictor, test["path"].tolist(), cfg.infer.batch_size)
+    maps = [p.anomaly_map for p in predictions]
+    masks = [_ground_truth(row) for _, row in test.iterrows()]
+    scores = [p.score for p in predictions]
+    labels = test["label"].astype(int).tolist()
+
+    metrics = {"category": category, **_metrics(maps, masks, scores, labels), "per_defect": {}}
+    good = test.index[test["defect_type"] == "good"].tolist()
+    for defect_type in sorted(set(test["defect_type"]) - {"good"}):
+        idx = test.index[test["defect_type"] == defect_type].tolist() + good
+        metrics["per_defect"][defect_type] = _metrics(
+            [maps[i] for i in idx], [masks[i] for i in idx], [scores[i] for i in idx], [labels[i] for i in idx]
+        )
+
+    per_image = [pixel_auroc([m], [g]) if g.any() and not g.all() else float("nan") for m, g in zip(maps, masks)]
+    table = test[["path", "defect_type", "label"]].assign(score=scores, pixel_auroc_img=per_image)
+    atomic_write(out_dir / "scores.csv", lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write(out_dir / "roc.csv", lambda tmp: roc_curve_points(maps, masks).to_csv(tmp, index=False))
+    atomic_write(out_dir / "pro.csv", lambda tmp: pro_curve_points(maps, masks).to_csv(tmp, index=False))
+    _write_overlays(test, table, predictions, masks, out_dir / "overlays", overlays)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _worst_first(table: pd.DataFrame) -> list[int]:
+    """Defective images with the lowest per-image AUROC, then good images with the highest score."""
+    defective = table[table["label"] == 1].sort_values("pixel_auroc_img", na_position="first")
+    good = table[table["label"] == 0].sort_values("score", ascending=False)
+    return defective.index.tolist() + good.index.tolist()
+
+
+def overlay_panel(image: np.ndarray, truth: np.ndarray, prediction: Prediction) -> np.ndarray:
+    """image | ground truth | heatmap | predicted mask, side by side (uint8 BGR)."""
+    gray = cv2.cvtColor((np.clip(image, 0, 1) * 255).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    truth_bgr = cv2.cvtColor(truth.astype(np.uint8) * 255, cv2.COLOR_GRAY2BGR)
+    heat = cv2.applyColorMap((np.clip(prediction.anomaly_map, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    heat = cv2.addWeighted(gray, 0.5, heat, 0.5, 0)
+    if prediction.mask is None:
+        mask_bgr = np.zeros_like(gray)
+        cv2.putText(mask_bgr, "uncalibrated", (5, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 255), 1)
+    else:
+        mask_bgr = cv2.cvtColor(prediction.mask.astype(np.uint8) * 255, cv2.COLOR_GRAY2BGR)
+    return np.hstack([gray, truth_bgr, heat, mask_bgr])
+
+
+def _write_overlays(
+    test: pd.DataFrame, table: pd.DataFrame, predictions: list[Prediction], masks: list[np.ndarray], out: Path, n: int
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+    for rank, i in enumerate(_worst_first(table)[:n]):
+        panel = overlay_panel(read_image(test.at[i, "path"]), masks[i], predictions[i])
+        name = f"{rank:02d}_{test.at[i, 'defect_type']}_{Path(test.at[i, 'path']).stem}.png"
+        atomic_write(out / name, lambda tmp: _imwrite(tmp, panel))
+
+
+def _imwrite(path: Path, image: np.ndarray) -> None:
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise OSError(f"{path}: cannot encode PNG")
+    Path(path).write_bytes(encoded.tobytes())
+
+
+def calibrate_category(
+    bundle_path: Path, category: str, out_dir: Path, cfg: SIDNConfig | None = None, data_root: str | None = None
+) -> Calibration:
+    """Choose the threshold from held-out good images (false-alarm rate) and the DGM validation set (max F1).
+
+    Never looks at the test split. The chosen threshold is stored inside the bundle.
+    """
+    bundle_path = Path(bundle_path)
+    model, bundle_cfg, extra = load_bundle(bundle_path)
+    cfg = cfg or bundle_cfg
+    predictor = Predictor(model, cfg.infer, cfg.data.image_size, threshold=None)
+    _, holdout_rows = _train_and_holdout(cfg, category, data_root)
+    good_maps = [p.anomaly_map for p in _predict_paths(predictor, holdout_rows["path"].tolist(), cfg.infer.batch_size)]
+    holdout_images = load_images(holdout_rows["path"].tolist(), cfg.data.image_size)
+    val_images, val_masks = make_validation_set(holdout_images, cfg.dgm)
+    val_maps = [p.anomaly_map for p in predictor.predict(list(val_images))]
+    result = calibrate(good_maps, val_maps, [m.astype(np.uint8) for m in val_masks], cfg.calibrate, cfg.infer)
+
+    model.threshold.fill_(result.threshold)
+    save_bundle(model, bundle_cfg, bundle_path, extra={**extra, "calibration": result.to_dict()})
+    atomic_write_json(Path(out_dir) / "calibration.json", result.to_dict())
+    return result
