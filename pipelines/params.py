@@ -1,0 +1,294 @@
+"""params.yaml -> SIDNConfig (with profiles), stage-restricted configs, and the run layout.
+
+Both entry points use this module: the DVC stages (``pipelines/stages/*``) and the Prefect
+tasks (``pipelines/flows.py``) resolve their configuration and their output paths here, so a
+category trained by ``dvc repro`` and one trained by a Prefect flow land in the same files.
+
+Profiles: ``params.yaml`` may hold a top-level ``profiles`` mapping of partial sections
+(``profiles.paper.train.steps: 30000``). ``load_params(path, profile="paper")`` merges one
+over the base values; ``python -m pipelines.params profile-args paper`` prints the same
+profile as ``-S section.key=value`` arguments for ``dvc exp run``.
+
+Stage restriction: each stage declares the param keys it reads (``PARAMS`` in its module,
+identical to its ``params:`` list in ``dvc.yaml``; a test keeps them equal).
+``restrict(cfg, keys)`` returns a config in which every other key has its default value, so a
+stage cannot depend on a parameter DVC does not know it depends on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from sidn.config import SIDNConfig, apply_overrides
+
+PARAMS_FILE = Path("params.yaml")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+def read_raw(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """The params file as a dict (``profiles`` included); ValueError naming the file otherwise."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read params: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def profile_names(path: str | Path = PARAMS_FILE) -> list[str]:
+    return sorted((read_raw(path).get("profiles") or {}).keys())
+
+
+def _profile(raw: dict[str, Any], profile: str, path: Path) -> dict[str, Any]:
+    profiles = raw.get("profiles") or {}
+    if profile not in profiles:
+        known = ", ".join(sorted(profiles)) or "none"
+        raise ValueError(f"{path}: unknown profile '{profile}' (profiles defined: {known})")
+    return profiles[profile] or {}
+
+
+def load_params(
+    path: str | Path = PARAMS_FILE, profile: str | None = None, overrides: Iterable[str] | None = None
+) -> SIDNConfig:
+    """Read ``path``, merge ``profiles[profile]`` over it, apply ``section.key=value`` overrides."""
+    path = Path(path)
+    raw = read_raw(path)
+    if profile:
+        raw = _merge(raw, _profile(raw, profile, path))
+    raw.pop("profiles", None)
+    cfg = SIDNConfig.from_dict(raw, source=str(path))
+    return apply_overrides(cfg, list(overrides or []))
+
+
+def profile_overrides(path: str | Path, profile: str) -> list[str]:
+    """The profile as ``section.key=value`` strings (for ``dvc exp run -S``)."""
+    path = Path(path)
+    items: list[str] = []
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and prefix.count(".") < 1:
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        else:
+            items.append(f"{prefix}={json.dumps(node) if not isinstance(node, str) else node}")
+
+    walk("", _profile(read_raw(path), profile, path))
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+# Restriction to declared keys + hashing
+# ---------------------------------------------------------------------------------------------
+
+
+def select(cfg: SIDNConfig, keys: Iterable[str]) -> dict[str, Any]:
+    """The values of ``keys`` ("train" or "data.root") as a nested dict."""
+    full = cfg.to_dict()
+    out: dict[str, Any] = {}
+    for key in keys:
+        section, _, name = key.partition(".")
+        if section not in full or (name and name not in full[section]):
+            raise KeyError(f"unknown param key '{key}'")
+        if name:
+            out.setdefault(section, {})[name] = copy.deepcopy(full[section][name])
+        else:
+            out[section] = copy.deepcopy(full[section])
+    return out
+
+
+def restrict(cfg: SIDNConfig, keys: Iterable[str]) -> SIDNConfig:
+    """A config equal to ``cfg`` on ``keys`` and to the defaults everywhere else."""
+    return SIDNConfig.from_dict(_merge(SIDNConfig().to_dict(), select(cfg, keys)), source="restrict")
+
+
+def load_stage_config(keys: Iterable[str], path: str | Path = PARAMS_FILE) -> SIDNConfig:
+    """What a DVC stage's ``main()`` uses: only its declared keys of ``params.yaml``."""
+    return restrict(load_params(path), keys)
+
+
+def params_hash(cfg: SIDNConfig, keys: Iterable[str]) -> str:
+    blob = json.dumps(select(cfg, keys), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_fingerprint(path: str | Path) -> str:
+    """Cheap fingerprint of a file tree (relative names, sizes, mtimes); '' if it does not exist."""
+    root = Path(path)
+    if not root.exists():
+        return ""
+    digest = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for file in files:
+        st = file.stat()
+        digest.update(f"{file.relative_to(root) if file != root else file.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def code_fingerprint() -> str:
+    """Hash of the library and stage sources (part of every Prefect cache key)."""
+    digest = hashlib.sha256()
+    for pattern in ("sidn/**/*.py", "pipelines/stages/*.py", "pipelines/params.py"):
+        for file in sorted(REPO_ROOT.glob(pattern)):
+            digest.update(file.relative_to(REPO_ROOT).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout (dvc.yaml spells the same paths out; tests/test_pipeline_dvc.py keeps them equal)
+# ---------------------------------------------------------------------------------------------
+
+# The retraining schedule (prefect.yaml spells the same cron; tests/test_flows.py checks it).
+# Here rather than in pipelines.flows so that `sidn --help` does not import Prefect.
+RETRAIN_CRON = "0 3 * * 0"  # Sundays 03:00 UTC
+
+RUNS_DIR = Path("runs")
+REPORTS_DIR = Path("reports")
+WORK = ".work"  # per-category scratch: temp outputs, resume checkpoints, failed reports (.dvcignore'd)
+
+
+@dataclass(frozen=True)
+class CategoryPaths:
+    """Where every stage of one category reads and writes, under ``root`` (default ``runs``)."""
+
+    root: Path
+    category: str
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.root) / self.category
+
+    @property
+    def validation(self) -> Path:  # prepare: manifest.csv, validation.json, validation.md
+        return self.dir / "validation"
+
+    @property
+    def defects(self) -> Path:  # defects: DGM validation set
+        return self.dir / "defects.npz"
+
+    @property
+    def train_dir(self) -> Path:  # train: model.pt (uncalibrated best), config.yaml, history.csv
+        return self.dir / "train"
+
+    @property
+    def trained_model(self) -> Path:
+        return self.train_dir / "model.pt"
+
+    @property
+    def train_config(self) -> Path:
+        return self.train_dir / "config.yaml"
+
+    @property
+    def history(self) -> Path:
+        return self.train_dir / "history.csv"
+
+    @property
+    def model(self) -> Path:  # calibrate: the calibrated bundle (threshold inside)
+        return self.dir / "model.pt"
+
+    @property
+    def calibration(self) -> Path:
+        return self.dir / "calibration.json"
+
+    @property
+    def eval_dir(self) -> Path:  # evaluate: metrics.json roc.csv pro.csv scores.csv overlays/
+        return self.dir / "eval"
+
+    @property
+    def metrics(self) -> Path:
+        return self.eval_dir / "metrics.json"
+
+    @property
+    def roc(self) -> Path:
+        return self.eval_dir / "roc.csv"
+
+    @property
+    def pro(self) -> Path:
+        return self.eval_dir / "pro.csv"
+
+    @property
+    def scores(self) -> Path:
+        return self.eval_dir / "scores.csv"
+
+    @property
+    def overlays(self) -> Path:
+        return self.eval_dir / "overlays"
+
+    def work(self, stage: str) -> Path:
+        return self.dir / WORK / stage
+
+    def outputs(self, stage: str) -> list[Path]:
+        """The files a stage must leave behind (used for Prefect cache validity)."""
+        return {
+            "prepare": [self.validation / "manifest.csv"],
+            "defects": [self.defects],
+            "train": [self.trained_model, self.train_config, self.history],
+            "calibrate": [self.model, self.calibration],
+            "evaluate": [self.metrics, self.roc, self.pro, self.scores, self.overlays],
+        }.get(stage, [])
+
+
+def category_paths(category: str, root: str | Path = RUNS_DIR) -> CategoryPaths:
+    return CategoryPaths(Path(root), category)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.params", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("profile-args", help="print a profile as `-S key=value` arguments for dvc exp run")
+    p.add_argument("profile")
+    p.add_argument("--params", default=str(PARAMS_FILE))
+    s = sub.add_parser("show", help="print the resolved config (profile and overrides applied)")
+    s.add_argument("--params", default=str(PARAMS_FILE))
+    s.add_argument("--profile")
+    s.add_argument("-S", "--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "profile-args":
+            print(" ".join(f"-S {item}" for item in profile_overrides(args.params, args.profile)))
+        else:
+            cfg = load_params(args.params, args.profile, args.overrides)
+            print(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), end="")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

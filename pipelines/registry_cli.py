@@ -1,0 +1,133 @@
+"""``sidn promote`` and ``sidn registry``: the MLflow side of the CLI (entry point
+``sidn.commands: mlflow = pipelines.registry_cli:register``).
+
+    sidn promote --category carpet                        # compare + gate; records a pending request
+    sidn promote --category carpet --approve --by alice   # compare + gate; moves `champion` if it passes
+    sidn promote --category carpet --to 3 [--by alice]    # rollback: `champion` -> version 3
+    sidn registry [--category carpet] [--json]            # models, versions, aliases, key metrics
+
+Exit codes of ``sidn promote``: 0 promoted / pending / rolled back / unchanged, 1 the gate
+refused, 2 an error (no challenger, unknown version, --approve without --by, no server).
+The store is ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db``. MLflow is
+imported inside the handlers only, so ``sidn --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _quick_failure() -> None:
+    """A CLI user waits seconds, not minutes, for an unreachable server (MLflow retries 7x by default)."""
+    import os
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    for key, value in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
+        os.environ.setdefault(key, value)
+
+
+def _config(args: argparse.Namespace):  # -> SIDNConfig
+    from sidn.config import SIDNConfig
+
+    path = Path(args.params) if args.params else Path("params.yaml")
+    if args.params or path.is_file():
+        from pipelines.params import load_params
+
+        return load_params(path, getattr(args, "profile", None))
+    return SIDNConfig()
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from pipelines.registry import RegistryError, promote
+    from pipelines.tracking import data_version, tracking_uri
+
+    _quick_failure()
+    cfg = _config(args)
+    evaluate_fn = None
+    current = None
+    if args.to is None and not args.no_reevaluate:
+        data_root = args.data or cfg.data.root
+
+        def evaluate_fn(bundle: Path) -> dict[str, Any]:
+            from sidn.jobs import evaluate_category
+
+            print(f"re-evaluating the champion on {data_root}/{args.category} ...", file=sys.stderr)
+            with tempfile.TemporaryDirectory(prefix="sidn-champion-eval-") as tmp:
+                return evaluate_category(bundle, args.category, Path(tmp), data_root=data_root, overlays=0)
+
+        current = data_version(cfg, args.category)
+    try:
+        result = promote(args.category, approve=args.approve, by=args.by, to_version=args.to, cfg=cfg,
+                         evaluate_fn=evaluate_fn, current_data_version=current)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # server unreachable, bad store, ...
+        print(f"error: {type(exc).__name__}: {exc} (tracking store: {tracking_uri()})", file=sys.stderr)
+        return 2
+    if result.comparison is not None:
+        print(result.comparison.table())
+    stream = sys.stderr if result.status == "refused" else sys.stdout
+    print(("REFUSED: " if result.status == "refused" else "") + result.message, file=stream)
+    return result.exit_code
+
+
+def cmd_registry(args: argparse.Namespace) -> int:
+    from pipelines.registry import format_registry, list_registry
+    from pipelines.tracking import tracking_uri
+
+    _quick_failure()
+    cfg = _config(args)
+    try:
+        df = list_registry(cfg, category=args.category)
+    except Exception as exc:
+        print(f"error: {type(exc).__name__}: {exc} (tracking store: {tracking_uri()})", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(df.to_dict(orient="records"), indent=2, default=str))
+    else:
+        print(format_registry(df))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``promote`` and ``registry`` to the ``sidn`` command line."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser(
+        "promote", help="gate + approval to move the MLflow alias 'champion' (or roll back with --to)",
+        description=(
+            "Compare the 'challenger' version of sidn-<category> with the 'champion' on the same evaluation "
+            "data and apply the gate of params.yaml (register:). Without --approve a passing gate records a "
+            "pending request; with --approve --by NAME the champion alias moves. --to VERSION rolls back."
+        ),
+        epilog="examples:\n  sidn promote --category carpet\n  sidn promote --category carpet --approve --by alice\n"
+               "  sidn promote --category carpet --to 3 --by alice",
+        formatter_class=fmt,
+    )
+    p.add_argument("--category", required=True)
+    p.add_argument("--approve", action="store_true", help="approve the promotion (needs --by)")
+    p.add_argument("--by", help="who approves (recorded on the model version)")
+    p.add_argument("--to", type=int, metavar="VERSION", help="roll back: make VERSION the champion (no gate)")
+    p.add_argument("--params", help="params.yaml with the register: gate (default ./params.yaml if present)")
+    p.add_argument("--profile", help="params profile")
+    p.add_argument("--data", help="data root for re-evaluating the champion (default: data.root)")
+    p.add_argument("--no-reevaluate", action="store_true",
+                   help="never re-evaluate the champion (the gate fails if the data versions differ)")
+    p.set_defaults(func=cmd_promote)
+
+    p = subparsers.add_parser(
+        "registry", help="list registered sidn models, versions, aliases and key metrics",
+        description="List every version of the sidn-* models in the MLflow registry with aliases and metrics.",
+        epilog="example:\n  sidn registry --category carpet", formatter_class=fmt,
+    )
+    p.add_argument("--category", help="only sidn-<category>")
+    p.add_argument("--params", help="params.yaml (for register.model_name_prefix)")
+    p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    p.set_defaults(func=cmd_registry)

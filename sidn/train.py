@@ -1,0 +1,653 @@
+"""Training loop for SIDN (paper Sec. III-E).
+
+Each step (eq. 25, ``L = L_s + L_fd``):
+
+1. sample ``batch_size`` defect-free training images ``I_p`` uniformly with replacement
+   across steps (``rng.choice``, without replacement inside a batch when possible);
+2. **augmentation (our choice, ``augment=True``):** each image gets one of the 8 dihedral
+   transforms (90-degree rotation ``k in {0..3}`` times an optional horizontal flip; only flips
+   for non-square images). MVTec texture categories have no canonical orientation, so this
+   multiplies the few good images without inventing new texture statistics. It can be turned
+   off with ``train(..., augment=False)`` or a ``train.augment: false`` config key if the
+   config has one;
+3. the DGM (eq. 1) turns them into ``(I_n, I_m)``, using a random set of other training
+   images as donors for the ``foreign_patch`` source;
+4. forward (bf16 autocast where supported, :mod:`sidn.device`), loss in fp32
+   (:class:`sidn.losses.SIDNLoss`, eq. 5, 8, 17-19, 25), Adam step (lr 1e-4, batch 16).
+
+Validation: a fixed DGM set built once from the held-out good images
+(:func:`sidn.data.dgm.make_validation_set`, seed ``dgm.seed``) is scored every ``val_every``
+steps and at the end: ``val_loss`` = L_s (eq. 5) and pixel AUROC of the fused map (eq. 26).
+**Model selection (our choice): the lowest validation L_s** is kept as ``out_dir/model.pt``.
+L_s is the segmentation objective itself, is smooth from step to step and does not saturate
+the way AUROC on easy synthetic defects does; AUROC is logged alongside for inspection.
+
+Outputs in ``out_dir`` (all written atomically): ``model.pt`` (best, :mod:`sidn.bundle`),
+``checkpoint.pt`` (last state, for ``resume=True``), ``config.yaml`` (resolved config),
+``history.csv`` (one row per step; ``val_*`` columns filled on validation steps).
+
+Reproducibility: the model is initialised after ``torch.manual_seed(train.seed)``; all data
+randomness (batch choice, augmentation, DGM) comes from one ``numpy.random.Generator``
+seeded with ``train.seed``. Checkpoints store both RNG states, the optimiser state and the
+history, so an interrupted run resumed with ``resume=True`` ends with exactly the weights of
+an uninterrupted run (same device, thread count and amp setting).
+
+Interrupts: SIGTERM and the first SIGINT (Ctrl-C) set a flag; the loop finishes the current
+step, writes ``checkpoint.pt`` and raises :class:`TrainingInterrupted`. A second Ctrl-C, or a
+KeyboardInterrupt raised elsewhere, still writes a consistent checkpoint of the last completed
+step (unless it lands inside the optimiser update). A non-finite loss or gradient raises
+:class:`TrainingDiverged` and leaves the last good ``checkpoint.pt`` untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sidn.bundle import save_bundle
+from sidn.config import SIDNConfig
+from sidn.device import amp_enabled, autocast, select_device
+from sidn.io import atomic_write, atomic_write_text
+
+log = logging.getLogger("sidn.train")
+
+CHECKPOINT_FORMAT = "sidn-checkpoint/1"
+MODEL_FILE = "model.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.yaml"
+HISTORY_FILE = "history.csv"
+
+HISTORY_COLUMNS = [
+    "step",
+    "l_s",
+    "l_z",
+    "l_kl",
+    "l_td",
+    "total",
+    "radii_t_mean",
+    "radii_d_mean",
+    "grad_norm",
+    "lr",
+    "elapsed_s",
+    "val_loss",
+    "val_pixel_auroc",
+]
+
+# Settings that must match between a checkpoint and the config used to resume it. The step
+# budget, time budget, validation/checkpoint intervals, threads, device and amp may change.
+_RESUME_KEYS = {
+    "model": None,
+    "loss": None,
+    "dgm": None,
+    "data": ["image_size"],
+    "train": ["lr", "batch_size", "seed"],
+}
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient became NaN/inf; the last good checkpoint was kept."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on SIGTERM / SIGINT / KeyboardInterrupt after writing a checkpoint."""
+
+    def __init__(self, message: str, step: int, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`. ``history`` has the columns of ``HISTORY_COLUMNS``."""
+
+    best_step: int
+    best_val_loss: float
+    steps_done: int
+    history: pd.DataFrame
+    best_val_auroc: float = float("nan")
+    stopped: str = "steps"  # "steps" (step budget reached) or "time" (max_minutes reached)
+    out_dir: Path | None = None
+    device: str = "cpu"
+    amp: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+
+def augment_dihedral(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Apply one random dihedral transform per image (rot90 k in 0..3 x optional h-flip).
+
+    Non-square images only get flips (horizontal and/or vertical) so the shape is kept.
+    Always draws exactly one integer per image from ``rng`` (reproducible).
+    """
+    b, h, w = images.shape
+    ops = rng.integers(0, 8, size=b)
+    out = np.empty_like(images)
+    for i in range(b):
+        img = images[i]
+        op = int(ops[i])
+        if h == w:
+            img = np.rot90(img, op % 4)
+            if op >= 4:
+                img = img[:, ::-1]
+        else:
+            if op & 1:
+                img = img[:, ::-1]
+            if op & 2:
+                img = img[::-1, :]
+        out[i] = img
+    return out
+
+
+def sample_batch(
+    images: np.ndarray, batch_size: int, rng: np.random.Generator, augment: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``(I_p [B,H,W], donors [M,H,W])`` from the training images.
+
+    Donors (for the DGM's ``foreign_patch`` source) are a second independent draw of up to
+    ``batch_size`` distinct training images, not augmented.
+    """
+    n = images.shape[0]
+    idx = rng.choice(n, size=batch_size, replace=n < batch_size)
+    batch = images[idx]
+    if augment:
+        batch = augment_dihedral(batch, rng)
+    donor_idx = rng.choice(n, size=min(n, batch_size), replace=False)
+    return np.ascontiguousarray(batch, dtype=np.float32), images[donor_idx]
+
+
+def _check_images(name: str, arr: Any) -> np.ndarray:
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"train: {name} must be a numpy array [N, H, W], got {type(arr).__name__}")
+    if arr.ndim != 3:
+        raise ValueError(f"train: {name} must have shape [N, H, W], got {list(arr.shape)}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"train: {name} is empty")
+    arr = np.asarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"train: {name} contains NaN or inf values")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise ValueError(f"train: {name} must be gray images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------------
+
+
+def pixel_auroc_of(maps: np.ndarray, masks: np.ndarray) -> float:
+    """Pixel AUROC (:func:`sidn.metrics.pixel_auroc`) of maps [N,H,W] vs masks [N,H,W]; NaN if one class."""
+    from sidn.metrics import pixel_auroc
+
+    labels = masks > 0.5
+    if labels.all() or not labels.any():
+        return float("nan")
+    return float(pixel_auroc(list(maps), list(labels.astype(np.uint8))))
+
+
+def _to_fp32(out: Any) -> Any:
+    """Cast every floating tensor field of a SIDNOutput to float32 (loss is computed in fp32)."""
+    if not is_dataclass(out):
+        return out
+    changes = {}
+    for f in fields(out):
+        v = getattr(out, f.name)
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float32:
+            changes[f.name] = v.float()
+    return replace(out, **changes) if changes else out
+
+
+@torch.no_grad()
+def evaluate_validation(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    use_amp: bool,
+) -> tuple[float, float]:
+    """``(val L_s, pixel AUROC)`` on a fixed validation set ``images/masks [M,1,H,W]`` (CPU tensors).
+
+    Runs in eval mode; the torch RNG state is restored afterwards so validation never changes
+    the training trajectory.
+    """
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    maps = []
+    devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            for i in range(0, images.shape[0], batch_size):
+                x = images[i : i + batch_size].to(device)
+                m = masks[i : i + batch_size].to(device)
+                with autocast(device, use_amp):
+                    out = model(x)
+                out = _to_fp32(out)
+                terms = loss_fn(out, m, model)
+                total += float(terms.l_s) * x.shape[0]
+                count += x.shape[0]
+                maps.append(out.fused.detach().float().cpu().numpy()[:, 0])
+    finally:
+        model.train(was_training)
+    val_loss = total / max(count, 1)
+    auroc = pixel_auroc_of(np.concatenate(maps), masks.numpy()[:, 0])
+    return val_loss, auroc
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def _rng_state(rng: np.random.Generator) -> str:
+    return json.dumps(rng.bit_generator.state)
+
+
+def _set_rng_state(rng: np.random.Generator, state: str) -> None:
+    rng.bit_generator.state = json.loads(state)
+
+
+def _history_frame(history: dict[str, list]) -> pd.DataFrame:
+    df = pd.DataFrame({c: history.get(c, []) for c in HISTORY_COLUMNS})
+    if len(df):
+        df["step"] = df["step"].astype(int)
+    return df
+
+
+def _write_history(path: Path, history: dict[str, list]) -> None:
+    atomic_write_text(path, _history_frame(history).to_csv(index=False))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a training checkpoint with ``torch.load(weights_only=True)``; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable sidn checkpoint (corrupt or not a torch file): {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        fmt = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path}: wrong checkpoint format {fmt!r}, expected {CHECKPOINT_FORMAT!r}")
+    return ckpt
+
+
+def _check_resume_config(path: Path, saved: dict[str, Any], cfg: SIDNConfig) -> None:
+    now = cfg.to_dict()
+    diffs = []
+    for section, keys in _RESUME_KEYS.items():
+        a, b = saved.get(section, {}), now.get(section, {})
+        for key in keys if keys is not None else sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                diffs.append(f"{section}.{key}: checkpoint {a.get(key)!r} vs now {b.get(key)!r}")
+    if diffs:
+        raise ValueError(
+            f"{path}: cannot resume, the config differs from the checkpoint's: " + "; ".join(diffs)
+            + " (start a fresh run with resume=False or use the original settings)"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# signals
+# --------------------------------------------------------------------------------------------
+
+
+class _StopFlag:
+    """Signal handler that records a stop request; a second SIGINT raises KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.reason = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def _signal_guard(flag: _StopFlag) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be installed from the main thread (e.g. Prefect workers)
+        return
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, flag)
+        except (ValueError, OSError):  # pragma: no cover
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+
+
+def _grad_norm(params: list[torch.nn.Parameter]) -> float:
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    if hasattr(torch.nn.utils, "get_total_norm"):
+        return float(torch.nn.utils.get_total_norm(grads))
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
+
+
+def _nanmean(t: torch.Tensor | None) -> float:
+    if t is None:
+        return float("nan")
+    t = t.detach().float()
+    t = t[torch.isfinite(t)]
+    return float(t.mean()) if t.numel() else float("nan")
+
+
+def train(
+    cfg: SIDNConfig,
+    train_images: np.ndarray,
+    val_images: np.ndarray | None,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    *,
+    augment: bool | None = None,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train SIDN on defect-free ``train_images [N,H,W]`` (float32 in [0,1], H,W multiples of 16).
+
+    ``val_images [M,H,W]`` are held-out good images from which the DGM makes the fixed
+    validation set; ``None`` or empty disables validation (the final weights become model.pt).
+    ``augment`` overrides ``cfg.train.augment`` (default on, see module docstring).
+    ``callback(step, row)`` is called after every completed step (tests, custom logging).
+    Raises :class:`TrainingDiverged` on NaN/inf, :class:`TrainingInterrupted` after a
+    checkpoint on SIGTERM/SIGINT/KeyboardInterrupt.
+    """
+    from sidn.data.dgm import DefectGenerator, make_validation_set
+    from sidn.losses import SIDNLoss
+    from sidn.model.sidn import SIDN
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT_FILE
+    model_path = out_dir / MODEL_FILE
+    history_path = out_dir / HISTORY_FILE
+    tc = cfg.train
+    if augment is None:
+        augment = bool(getattr(tc, "augment", True))
+    if tc.batch_size < 1 or tc.steps < 0 or tc.lr <= 0:
+        raise ValueError(f"train: invalid settings batch_size={tc.batch_size}, steps={tc.steps}, lr={tc.lr}")
+
+    train_images = _check_images("train_images", train_images)
+    has_val = val_images is not None and len(val_images) > 0
+    if has_val:
+        val_images = _check_images("val_images", val_images)
+        if val_images.shape[1:] != train_images.shape[1:]:
+            raise ValueError(
+                f"train: val_images are {val_images.shape[1]}x{val_images.shape[2]} but train_images are "
+                f"{train_images.shape[1]}x{train_images.shape[2]}; resize both to data.image_size"
+            )
+
+    if tc.num_threads and tc.num_threads > 0:
+        torch.set_num_threads(int(tc.num_threads))
+    device = select_device(tc.device)
+    use_amp = amp_enabled(tc.amp, device)
+
+    # -- build (deterministic for train.seed) ------------------------------------------------
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    model = SIDN(cfg.model).to(device)
+    loss_fn = SIDNLoss(cfg.loss, cfg.model).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=tc.lr)
+    dgm = DefectGenerator(cfg.dgm)
+
+    history: dict[str, list] = {c: [] for c in HISTORY_COLUMNS}
+    start_step = 0
+    best_step, best_val_loss, best_val_auroc = -1, float("inf"), float("nan")
+    elapsed_before = 0.0
+
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
+        _check_resume_config(ckpt_path, ckpt.get("config", {}), cfg)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("loss"):
+                loss_fn.load_state_dict(ckpt["loss"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+            _set_rng_state(rng, ckpt["numpy_rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise ValueError(f"{ckpt_path}: checkpoint does not match this model/optimizer: {exc}") from exc
+        start_step = int(ckpt["step"])
+        history = {c: list(ckpt["history"].get(c, [])) for c in HISTORY_COLUMNS}
+        best_step = int(ckpt["best_step"])
+        best_val_loss = float(ckpt["best_val_loss"])
+        best_val_auroc = float(ckpt["best_val_auroc"])
+        elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+        log.info("resuming %s from step %d", ckpt_path, start_step)
+    elif resume:
+        log.warning("%s not found; starting a fresh run", ckpt_path)
+
+    cfg.save_yaml(out_dir / CONFIG_FILE)
+
+    if has_val:
+        v_img, v_mask = make_validation_set(val_images, cfg.dgm)
+        v_img_t = torch.from_numpy(np.ascontiguousarray(v_img, dtype=np.float32)).unsqueeze(1)
+        v_mask_t = torch.from_numpy(np.ascontiguousarray(v_mask, dtype=np.float32)).unsqueeze(1)
+
+    t0 = time.monotonic()
+
+    def elapsed() -> float:
+        return elapsed_before + (time.monotonic() - t0)
+
+    def write_checkpoint(step: int, torch_rng: torch.Tensor | None = None, np_rng: str | None = None) -> None:
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "step": int(step),
+            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "loss": loss_fn.state_dict(),
+            "torch_rng": torch_rng if torch_rng is not None else torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "numpy_rng": np_rng if np_rng is not None else _rng_state(rng),
+            "history": {c: list(v) for c, v in history.items()},
+            "best_step": int(best_step),
+            "best_val_loss": float(best_val_loss),
+            "best_val_auroc": float(best_val_auroc),
+            "elapsed_s": float(elapsed()),
+            "config": cfg.to_dict(),
+        }
+        atomic_write(ckpt_path, lambda tmp: torch.save(payload, tmp))
+        _write_history(history_path, history)
+
+    def bundle_extra(step: int, val_loss: float, val_auroc: float) -> dict[str, Any]:
+        import sidn
+
+        return {
+            "step": int(step),
+            "val_loss": float(val_loss),
+            "val_pixel_auroc": float(val_auroc),
+            "image_size": int(train_images.shape[1]),
+            "train_images": int(train_images.shape[0]),
+            "val_images": int(val_images.shape[0]) if has_val else 0,
+            "device": str(device),
+            "amp": bool(use_amp),
+            "augment": bool(augment),
+            "torch_version": torch.__version__,
+            "sidn_version": sidn.__version__,
+            "selection": "min val L_s",
+        }
+
+    def validate(step: int) -> tuple[float, float]:
+        nonlocal best_step, best_val_loss, best_val_auroc
+        vl, va = evaluate_validation(model, loss_fn, v_img_t, v_mask_t, tc.batch_size, device, use_amp)
+        if math.isfinite(vl) and vl < best_val_loss:
+            best_step, best_val_loss, best_val_auroc = step, vl, va
+            save_bundle(model, cfg, model_path, extra=bundle_extra(step, vl, va))
+        return vl, va
+
+    flag = _StopFlag()
+    total_steps = int(tc.steps)
+    step = start_step
+    stopped = "steps"
+    pending_rng: tuple[torch.Tensor, str] | None = None  # RNG at the start of an unfinished step
+    in_update = False
+    bar = None
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=total_steps, initial=start_step, disable=not progress, desc="train", unit="step", dynamic_ncols=True
+        )
+        with _signal_guard(flag):
+            try:
+                while step < total_steps:
+                    if tc.max_minutes and tc.max_minutes > 0 and elapsed() >= tc.max_minutes * 60.0:
+                        stopped = "time"
+                        log.info("time budget of %.1f min reached at step %d", tc.max_minutes, step)
+                        break
+                    pending_rng = (torch.get_rng_state(), _rng_state(rng))
+                    clean, donors = sample_batch(train_images, tc.batch_size, rng, augment)
+                    noisy, mask = dgm(clean, rng, donors=donors)
+                    x = torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32)).unsqueeze(1).to(device)
+                    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).unsqueeze(1).to(device)
+                    if getattr(model, "needs_centre_init", False):  # center_init="kmeans", first batch only
+                        with torch.no_grad(), autocast(device, use_amp):
+                            first = model(x)
+                        model.init_centres_from(first.z_t.float(), first.z_d.float())
+                    with autocast(device, use_amp):
+                        out = model(x)
+                    terms = loss_fn(_to_fp32(out), m, model)
+                    values = {k: float(getattr(terms, k).detach()) for k in ("l_s", "l_z", "l_kl", "l_td", "total")}
+                    if not math.isfinite(values["total"]):
+                        raise TrainingDiverged(
+                            f"training diverged at step {step + 1}: loss is {values['total']} "
+                            f"({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); "
+                            f"last good checkpoint kept: {ckpt_path if ckpt_path.exists() else 'none written yet'}"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    terms.total.backward()
+                    gnorm = _grad_norm(params)
+                    if not math.isfinite(gnorm):
+                        raise TrainingDiverged(
+                            f"training diverged at step {step + 1}: gradient norm is {gnorm} (loss {values['total']:.4g}); "
+                            f"last good checkpoint kept: {ckpt_path if ckpt_path.exists() else 'none written yet'}"
+                        )
+                    in_update = True
+                    optimizer.step()
+                    step += 1
+                    in_update = False
+                    pending_rng = None
+
+                    row: dict[str, float] = {"step": step, **values}
+                    row["radii_t_mean"] = _nanmean(getattr(terms, "radii_t", None))
+                    row["radii_d_mean"] = _nanmean(getattr(terms, "radii_d", None))
+                    row["grad_norm"] = gnorm
+                    row["lr"] = float(optimizer.param_groups[0]["lr"])
+                    row["elapsed_s"] = elapsed()
+                    row["val_loss"] = float("nan")
+                    row["val_pixel_auroc"] = float("nan")
+                    for c in HISTORY_COLUMNS:
+                        history[c].append(row[c])
+                    if has_val and tc.val_every and tc.val_every > 0 and step % tc.val_every == 0:
+                        row["val_loss"], row["val_pixel_auroc"] = validate(step)
+                        history["val_loss"][-1], history["val_pixel_auroc"][-1] = row["val_loss"], row["val_pixel_auroc"]
+                    if tc.checkpoint_every and tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0:
+                        write_checkpoint(step)
+                    post = {"loss": f"{values['total']:.4f}", "l_s": f"{values['l_s']:.4f}"}
+                    if math.isfinite(best_val_loss):
+                        post["best_val"] = f"{best_val_loss:.4f}"
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+                    if callback is not None:
+                        callback(step, dict(row))
+                    if flag.reason is not None:
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                if in_update:
+                    msg = (
+                        f"training interrupted inside an optimiser update at step {step + 1}; the state is "
+                        f"inconsistent, so the last periodic checkpoint {ckpt_path} was kept"
+                    )
+                    raise TrainingInterrupted(msg, step, ckpt_path if ckpt_path.exists() else None) from None
+                if pending_rng is not None:  # interrupted mid-step: rewind RNGs to the step's start
+                    write_checkpoint(step, torch_rng=pending_rng[0], np_rng=pending_rng[1])
+                else:
+                    write_checkpoint(step)
+                reason = flag.reason or "KeyboardInterrupt"
+                msg = (
+                    f"training interrupted ({reason}) after step {step}/{total_steps}; checkpoint saved to "
+                    f"{ckpt_path}; run again with resume=True (sidn train --resume) to continue"
+                )
+                if bar is not None:
+                    bar.close()
+                log.warning(msg)
+                raise TrainingInterrupted(msg, step, ckpt_path) from None
+            except TrainingDiverged:
+                _write_history(history_path, history)
+                raise
+    finally:
+        if bar is not None:
+            bar.close()
+
+    # -- end of training: final validation, model.pt, checkpoint, history ----------------------
+    last_val_step = history["step"][-1] if history["step"] and math.isfinite(history["val_loss"][-1]) else None
+    if has_val and step > 0 and last_val_step != step:
+        vl, va = validate(step)
+        if history["step"] and history["step"][-1] == step:
+            history["val_loss"][-1], history["val_pixel_auroc"][-1] = vl, va
+    if best_step < 0 or not model_path.exists():  # no (finite) validation: keep the final weights
+        best_step = step
+        save_bundle(model, cfg, model_path, extra=bundle_extra(step, float("nan"), float("nan")))
+    write_checkpoint(step)
+
+    return TrainResult(
+        best_step=best_step,
+        best_val_loss=best_val_loss if math.isfinite(best_val_loss) else float("nan"),
+        steps_done=step,
+        history=_history_frame(history),
+        best_val_auroc=best_val_auroc,
+        stopped=stopped,
+        out_dir=out_dir,
+        device=str(device),
+        amp=use_amp,
+    )
+
+
+__all__ = [
+    "TrainResult",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "train",
+    "augment_dihedral",
+    "sample_batch",
+    "evaluate_validation",
+    "load_checkpoint",
+    "pixel_auroc_of",
+    "HISTORY_COLUMNS",
+]

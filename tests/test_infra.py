@@ -1,0 +1,603 @@
+"""infra/: Kubernetes manifests and the Prefect GPU job template (validated, not run), the DVC remote
+and MLflow artifacts in the real local S3 store, and `infra/up` / `status` / `down` on free ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fixtures_s3 import load_stack, s3_server, swift_venv  # noqa: F401  (session server, refcounted)
+
+REPO = Path(__file__).resolve().parent.parent
+K8S = REPO / "infra" / "k8s"
+BIN = Path(sys.executable).parent
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+SECRETISH = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|API_KEY|_URI$|CONNECTION_URL)", re.I)
+
+# ----------------------------------------------------------------------------------------------
+# Kubernetes manifests: parsed with PyYAML, checked with JSON schemas that cover what matters here
+# (kubeconform and the kubernetes client are not installed; no cluster is reachable).
+
+jsonschema = pytest.importorskip("jsonschema")
+
+_ENV_ITEM = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[A-Za-z_][A-Za-z0-9_]*$"},
+        "value": {"type": "string"},
+        "valueFrom": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": 1,
+            "properties": {
+                "secretKeyRef": {"type": "object", "required": ["name", "key"]},
+                "configMapKeyRef": {"type": "object", "required": ["name", "key"]},
+                "fieldRef": {"type": "object"},
+            },
+            "additionalProperties": False,
+        },
+    },
+    "oneOf": [{"required": ["value"]}, {"required": ["valueFrom"]}],
+    "additionalProperties": False,
+}
+_QUANTITY = {"type": ["string", "integer"], "pattern": r"^[0-9.]+(m|Ki|Mi|Gi|Ti)?$"}
+_CONTAINER = {
+    "type": "object",
+    "required": ["name", "image", "resources"],
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        # pinned images: a tag that is not 'latest'
+        "image": {"type": "string", "pattern": r"^[^\s:]+(:[0-9][^\s:]*|:v[0-9][^\s:]*)$"},
+        "imagePullPolicy": {"enum": ["IfNotPresent", "Always", "Never"]},
+        "command": {"type": "array", "items": {"type": "string"}},
+        "args": {"type": "array", "items": {"type": "string"}},
+        "ports": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["containerPort"],
+                "properties": {
+                    "name": {"type": "string", "maxLength": 15},
+                    "containerPort": {"type": "integer", "minimum": 1, "maximum": 65535},
+                },
+            },
+        },
+        "env": {"type": "array", "items": _ENV_ITEM},
+        "resources": {
+            "type": "object",
+            "required": ["requests", "limits"],
+            "properties": {
+                "requests": {"type": "object", "additionalProperties": _QUANTITY},
+                "limits": {"type": "object", "required": ["memory"], "additionalProperties": _QUANTITY},
+            },
+        },
+    },
+}
+_META = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"}},
+}
+SCHEMAS = {
+    ("apps/v1", "Deployment"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": _META,
+            "spec": {
+                "type": "object",
+                "required": ["selector", "template"],
+                "properties": {
+                    "replicas": {"type": "integer", "minimum": 0},
+                    "selector": {"type": "object", "required": ["matchLabels"]},
+                    "template": {
+                        "type": "object",
+                        "required": ["metadata", "spec"],
+                        "properties": {
+                            "metadata": {"type": "object", "required": ["labels"]},
+                            "spec": {
+                                "type": "object",
+                                "required": ["containers"],
+                                "properties": {"containers": {"type": "array", "minItems": 1, "items": _CONTAINER}},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    ("v1", "Service"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": _META,
+            "spec": {
+                "type": "object",
+                "required": ["selector", "ports"],
+                "properties": {
+                    "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+                    "ports": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": "object", "required": ["port", "targetPort"]},
+                    },
+                },
+            },
+        },
+    },
+    ("v1", "Namespace"): {"type": "object", "required": ["metadata"], "properties": {"metadata": _META}},
+    ("v1", "ServiceAccount"): {"type": "object", "required": ["metadata"], "properties": {"metadata": _META}},
+    ("v1", "ConfigMap"): {
+        "type": "object",
+        "required": ["metadata", "data"],
+        "properties": {"metadata": _META, "data": {"type": "object", "additionalProperties": {"type": "string"}}},
+    },
+    ("rbac.authorization.k8s.io/v1", "Role"): {
+        "type": "object",
+        "required": ["metadata", "rules"],
+        "properties": {
+            "rules": {
+                "type": "array",
+                "items": {"type": "object", "required": ["apiGroups", "resources", "verbs"]},
+            }
+        },
+    },
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): {
+        "type": "object",
+        "required": ["metadata", "subjects", "roleRef"],
+        "properties": {"roleRef": {"type": "object", "required": ["apiGroup", "kind", "name"]}},
+    },
+    ("kustomize.config.k8s.io/v1beta1", "Kustomization"): {
+        "type": "object",
+        "required": ["resources"],
+        "properties": {"resources": {"type": "array", "items": {"type": "string"}}},
+    },
+}
+
+
+def _docs() -> list[tuple[str, dict]]:
+    out = []
+    for path in sorted(K8S.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                out.append((path.name, doc))
+    return out
+
+
+def _containers(doc: dict) -> list[dict]:
+    return doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+
+
+def test_k8s_manifests_parse_and_match_schemas():
+    docs = _docs()
+    kinds = sorted({d["kind"] for _, d in docs})
+    assert {"Deployment", "Service", "Role", "RoleBinding", "ServiceAccount", "ConfigMap", "Namespace"} <= set(kinds)
+    for name, doc in docs:
+        key = (doc.get("apiVersion"), doc.get("kind"))
+        assert key in SCHEMAS, f"{name}: unexpected {key}"
+        errors = sorted(jsonschema.Draft7Validator(SCHEMAS[key]).iter_errors(doc), key=str)
+        assert not errors, f"{name} {key[1]}/{doc.get('metadata', {}).get('name')}: " + "; ".join(
+            f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors
+        )
+        if key[1] not in ("Namespace", "Kustomization"):
+            assert doc["metadata"].get("namespace") == "sidn", f"{name}: {key[1]} outside namespace sidn"
+
+
+def test_k8s_names_ports_and_secrets_are_consistent():
+    docs = _docs()
+    deployments = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "Deployment"}
+    assert {"mlflow", "prefect-server", "prefect-worker"} <= set(deployments)
+    for dep in deployments.values():
+        assert not _deployment_problems(dep)
+    for _, svc in [(n, d) for n, d in docs if d["kind"] == "Service"]:
+        target = [d for d in deployments.values()
+                  if svc["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        assert len(target) == 1, f"service {svc['metadata']['name']} selects {len(target)} deployments"
+        port_names = {p.get("name") for c in _containers(target[0]) for p in c.get("ports", [])}
+        for p in svc["spec"]["ports"]:
+            assert p["targetPort"] in port_names, f"service {svc['metadata']['name']}: unknown targetPort"
+    # the worker's service account may create Jobs; the training service account exists
+    roles = [d for _, d in docs if d["kind"] == "Role"]
+    assert any("jobs" in r["resources"] and "create" in r["verbs"] for role in roles for r in role["rules"])
+    accounts = {d["metadata"]["name"] for _, d in docs if d["kind"] == "ServiceAccount"}
+    assert deployments["prefect-worker"]["spec"]["template"]["spec"]["serviceAccountName"] in accounts
+    # kustomization lists every manifest
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert sorted(kust["resources"]) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    # the worker polls the GPU pool with the kubernetes worker type
+    cmd = _containers(deployments["prefect-worker"])[0]["command"]
+    assert cmd[cmd.index("--pool") + 1] == "sidn-gpu" and cmd[cmd.index("--type") + 1] == "kubernetes"
+
+
+def _deployment_problems(dep: dict) -> list[str]:
+    """What is wrong with a Deployment beyond its schema: selectors, probe ports, secrets."""
+    name = dep["metadata"]["name"]
+    problems = []
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    if not dep["spec"]["selector"]["matchLabels"].items() <= labels.items():
+        problems.append(f"{name}: selector misses the pod labels")
+    for c in _containers(dep):
+        port_names = {p.get("name") for p in c.get("ports", [])}
+        for probe in ("readinessProbe", "livenessProbe"):
+            if probe in c and c[probe]["httpGet"]["port"] not in port_names:
+                problems.append(f"{name}: {probe} names an unknown port")
+        for env in c.get("env", []):
+            if (SECRETISH.search(env["name"]) and "ENDPOINT" not in env["name"]
+                    and env["name"] != "PREFECT_API_URL" and "secretKeyRef" not in env.get("valueFrom", {})):
+                problems.append(f"{name}: {env['name']} must come from a Secret, not a literal or ConfigMap")
+        joined = " ".join(c.get("command", []) + c.get("args", []))
+        if "postgresql://" in joined or "secret" in joined.lower():
+            problems.append(f"{name}: a secret on the command line")
+    return problems
+
+
+def test_k8s_checks_catch_literal_secrets_and_bad_probes():
+    dep = next(d for _, d in _docs() if d["kind"] == "Deployment" and d["metadata"]["name"] == "mlflow")
+    bad = json.loads(json.dumps(dep))
+    container = _containers(bad)[0]
+    container["env"].append({"name": "AWS_SECRET_ACCESS_KEY", "value": "hunter2"})
+    container["readinessProbe"]["httpGet"]["port"] = "nope"
+    container["args"].append("--backend-store-uri=postgresql://u:p@db/mlflow")
+    problems = _deployment_problems(bad)
+    assert len(problems) == 3, problems
+    container["image"] = "ghcr.io/mlflow/mlflow:latest"
+    errors = list(jsonschema.Draft7Validator(SCHEMAS[("apps/v1", "Deployment")]).iter_errors(bad))
+    assert any("image" in "/".join(map(str, e.absolute_path)) for e in errors), "an unpinned image passed"
+
+
+def _render_job_template(template: dict, overrides: dict | None = None) -> dict:
+    """Render the base job template the way a Prefect worker does (Prefect's own templating)."""
+    from prefect.utilities.templating import apply_values, find_placeholders
+
+    variables = template["variables"]
+    placeholders = {p.name for p in find_placeholders(template["job_configuration"])}
+    allowed = set(variables["properties"])
+    assert placeholders <= allowed, f"placeholders without a variable: {sorted(placeholders - allowed)}"
+    values = {k: v["default"] for k, v in variables["properties"].items() if "default" in v}
+    values.update({"name": "sidn-train-carpet", "command": "prefect flow-run execute", "env": {}, "labels": {}})
+    values.update(overrides or {})
+    return apply_values(template["job_configuration"], values, remove_notset=True)
+
+
+def test_prefect_gpu_job_template_renders_to_a_valid_gpu_job():
+    template = json.loads((K8S / "prefect-work-pool-gpu.json").read_text())
+    assert set(template) == {"job_configuration", "variables"}
+    jsonschema.Draft7Validator.check_schema(template["variables"])
+    defaults = {k: v["default"] for k, v in template["variables"]["properties"].items() if "default" in v}
+    jsonschema.Draft7Validator(template["variables"]).validate(defaults)
+    assert defaults["gpu_count"] == 1
+
+    job = _render_job_template(template)["job_manifest"]
+    # what prefect-kubernetes requires of a job manifest (its _get_base_job_manifest)
+    assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["parallelism"] == 1 and pod["completions"] == 1
+    (container,) = pod["containers"]
+    assert container["name"] == "prefect-job"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1  # an integer after rendering
+    assert isinstance(job["spec"]["ttlSecondsAfterFinished"], int)
+    assert any(t.get("key") == "nvidia.com/gpu" for t in pod["tolerations"])
+    # the worker turns the rendered command string into an argv list (prefect-kubernetes does so too)
+    assert isinstance(container["args"], str)
+    jsonschema.Draft7Validator(_CONTAINER).validate({**container, "args": shlex.split(container["args"])})
+    secret_env = {e["name"] for e in container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secret_env
+    for e in container["env"]:
+        if SECRETISH.search(e["name"]) and "ENDPOINT" not in e["name"] and "TRACKING" not in e["name"]:
+            assert e["name"] in secret_env, f"{e['name']} is not taken from a Secret"
+    # a deployment may ask for two GPUs
+    two = _render_job_template(template, {"gpu_count": 2})["job_manifest"]
+    assert two["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 2
+
+
+def test_dask_docs_match_the_pipeline_cli():
+    text = (REPO / "infra" / "dask" / "README.md").read_text()
+    for needle in ("dask scheduler", "dask cuda worker", "--resources", "GPU=1", "sidn pipeline run --dask"):
+        assert needle in text, f"infra/dask/README.md does not mention {needle!r}"
+    cli = REPO / "pipelines" / "pipeline_cli.py"
+    if cli.exists():
+        src = cli.read_text()
+        assert '"--dask"' in src and '"--gpus"' in src, "the documented CLI flags are gone from pipeline_cli.py"
+
+
+# ----------------------------------------------------------------------------------------------
+# DVC remote and MLflow artifacts in the real S3 store
+
+
+def _run(cmd: list[str], cwd: Path, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
+    return res
+
+
+def _clean_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "PREFECT_"))}
+    env.update(TELEMETRY_OFF)
+    env.update({"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"})
+    env.update(extra)
+    return env
+
+
+@pytest.mark.integration
+def test_dvc_push_wipe_pull_round_trip(s3_server, tmp_path):
+    stack = load_stack()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = _clean_env()
+    dvc = str(BIN / "dvc")
+    _run(["git", "init", "-q"], repo, env)
+    _run([dvc, "init", "-q"], repo, env)
+    data = repo / "data" / "raw" / "carpet"
+    files = {}
+    for split, n in (("train/good", 6), ("test/crack", 3)):
+        for i in range(n):
+            p = data / split / f"{i:03d}.png"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(40_000 + i))
+            files[p.relative_to(repo).as_posix()] = p.read_bytes()
+    _run([dvc, "add", "-q", "data/raw"], repo, env)
+    prefix = f"dvc-tests/{uuid.uuid4().hex[:8]}"
+    creds = stack.S3Credentials(s3_server.access_key_id, s3_server.secret_access_key)
+    stack.configure_dvc_remote(repo, s3_server.endpoint, creds, url=f"s3://sidn-data/{prefix}")
+    # secrets only in the git-ignored config.local
+    assert s3_server.secret_access_key not in (repo / ".dvc" / "config").read_text()
+    assert s3_server.secret_access_key in (repo / ".dvc" / "config.local").read_text()
+    _run(["git", "check-ignore", "-q", ".dvc/config.local"], repo, env)
+
+    t0 = time.monotonic()
+    push = _run([dvc, "push"], repo, env)
+    t_push = time.monotonic() - t0
+    assert s3_server.secret_access_key not in push.stdout + push.stderr
+    keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket="sidn-data", Prefix=prefix)["Contents"]]
+    assert len(keys) >= len(files), keys
+
+    shutil.rmtree(repo / ".dvc" / "cache")
+    shutil.rmtree(repo / "data" / "raw")
+    t0 = time.monotonic()
+    _run([dvc, "pull"], repo, env)
+    t_pull = time.monotonic() - t0
+    got = {p.relative_to(repo).as_posix(): p.read_bytes() for p in (repo / "data" / "raw").rglob("*") if p.is_file()}
+    assert got == files
+    print(f"dvc push {t_push:.1f}s, pull {t_pull:.1f}s for {len(files)} files")
+
+
+@pytest.mark.integration
+def test_mlflow_artifacts_live_in_the_s3_store(s3_server, tmp_path):
+    stack = load_stack()
+    port = stack.free_ports(1)[0]
+    prefix = f"mlflow-tests/{uuid.uuid4().hex[:8]}"
+    pm = stack.ProcessManager(tmp_path / "state")
+    env = stack.base_env({
+        **s3_server.env(),
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    })
+    uri = f"http://127.0.0.1:{port}"
+    spec = stack.ServiceSpec(
+        name="mlflow",
+        argv=[str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+              "--artifacts-destination", f"s3://sidn-mlflow/{prefix}"],
+        env=env,
+        port=port,
+        health=lambda: stack.http_get(f"{uri}/health")[0] == 200,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    started = pm.start(spec)
+    try:
+        from mlflow import MlflowClient
+        from mlflow.artifacts import download_artifacts
+
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.create_experiment(f"s3-{uuid.uuid4().hex[:6]}")
+        run = client.create_run(exp)
+        client.log_param(run.info.run_id, "image_size", 64)
+        payload = os.urandom(300_000)
+        src = tmp_path / "model.bin"
+        src.write_bytes(payload)
+        client.log_artifact(run.info.run_id, str(src), artifact_path="bundle")
+        client.set_terminated(run.info.run_id)
+        out = download_artifacts(run_id=run.info.run_id, artifact_path="bundle/model.bin",
+                                 dst_path=str(tmp_path / "dl"), tracking_uri=uri)
+        assert Path(out).read_bytes() == payload
+        # the bytes are in the object store, under the artifact destination
+        objs = s3_server.client().list_objects_v2(Bucket="sidn-mlflow", Prefix=prefix)["Contents"]
+        key = [o["Key"] for o in objs if o["Key"].endswith("bundle/model.bin")]
+        assert len(key) == 1, [o["Key"] for o in objs]
+        assert s3_server.client().get_object(Bucket="sidn-mlflow", Key=key[0])["Body"].read() == payload
+        # nothing secret in params or the server log
+        params = client.get_run(run.info.run_id).data.params
+        assert all(s3_server.secret_access_key not in v for v in params.values())
+        assert s3_server.secret_access_key not in (tmp_path / "state" / "logs" / "mlflow.log").read_text()
+        print(f"mlflow server healthy in {started.seconds:.1f}s")
+    finally:
+        assert pm.stop("mlflow") in ("stopped", "killed")
+    assert stack.port_is_free(port)
+
+
+# ----------------------------------------------------------------------------------------------
+# infra/up, infra/status, infra/down
+
+
+def _infra_env(state: Path, ports: dict[str, int]) -> dict:
+    stack = load_stack()
+    env = _clean_env(SIDN_INFRA_DIR=str(state), SIDN_SWIFT_VENV=str(swift_venv()), SIDN_INFRA_START_TIMEOUT="150")
+    for name, (var, _) in stack.PORT_DEFAULTS.items():
+        env[var] = str(ports[name])
+    return env
+
+
+def _alive(pid: int) -> bool:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+@pytest.mark.integration
+def test_up_refuses_a_taken_port_and_leaves_nothing_behind(tmp_path):
+    stack = load_stack()
+    ports = dict(zip(stack.PORT_DEFAULTS, stack.free_ports(len(stack.PORT_DEFAULTS))))
+    state = tmp_path / "infra"
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", ports["s3"]))
+    blocker.listen(1)
+    try:
+        res = subprocess.run([str(REPO / "infra" / "up"), "s3", "--no-dvc"], env=_infra_env(state, ports),
+                             capture_output=True, text=True, timeout=180)
+    finally:
+        blocker.close()
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert f"port {ports['s3']}" in res.stderr and "taken by" in res.stderr and "SIDN_S3_PORT" in res.stderr
+    assert f"pid {os.getpid()}" in res.stderr, res.stderr  # it names the process holding the port
+    assert not list((state / "pids").glob("*.pid")), "storage servers started before the failure were left running"
+    for name in ("swift-account", "swift-container", "swift-object"):
+        assert stack.port_is_free(ports[name]), f"{name} still listening"
+
+
+FLOW_SRC = '''
+from prefect import flow
+
+@flow(name="sidn-infra-smoke")
+def smoke(x: int = 2) -> int:
+    return x * 21
+'''
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_up_status_down_full_stack(tmp_path):
+    stack = load_stack()
+    ports = dict(zip(stack.PORT_DEFAULTS, stack.free_ports(len(stack.PORT_DEFAULTS))))
+    state = tmp_path / "infra"
+    env = _infra_env(state, ports)
+    up = subprocess.run([str(REPO / "infra" / "up"), "--no-dvc"], env=env, capture_output=True, text=True, timeout=400)
+    pids: dict[str, dict] = {p.stem: json.loads(p.read_text()) for p in (state / "pids").glob("*.pid")}
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        print(up.stdout)
+        assert set(pids) == {"swift-account", "swift-container", "swift-object", "s3", "mlflow", "prefect", "prefect-worker"}
+        st = subprocess.run([str(REPO / "infra" / "status"), "--json"], env=env, capture_output=True, text=True, timeout=60)
+        assert st.returncode == 0, st.stdout + st.stderr
+        rows = {r["name"]: r for r in json.loads(st.stdout)}
+        assert all(r["state"] == "running" and r["healthy"] for r in rows.values()), rows
+        assert rows["mlflow"]["port"] == ports["mlflow"] and rows["s3"]["port"] == ports["s3"]
+        startup = json.loads((state / "startup.json").read_text())
+        assert set(startup) >= {"s3", "mlflow", "prefect", "prefect-worker"}
+
+        # env.sh: private, complete, and enough for a client to use the services
+        env_sh = state / "env.sh"
+        assert stat.S_IMODE(env_sh.stat().st_mode) == 0o600
+        exported = dict(re.findall(r"^export (\w+)='([^']*)'$", env_sh.read_text(), re.M))
+        for key in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL",
+                    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "DO_NOT_TRACK"):
+            assert key in exported, key
+        assert exported["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{ports['mlflow']}"
+        secret = exported["AWS_SECRET_ACCESS_KEY"]
+
+        # every service listens on loopback only
+        for name in ("s3", "mlflow", "prefect"):
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", ports[name])) == 0
+
+        # the process worker runs a deployment of the sidn-process pool
+        flow_dir = tmp_path / "flowsrc"
+        flow_dir.mkdir()
+        (flow_dir / "smoke.py").write_text(FLOW_SRC)
+        script = (
+            "from prefect import flow\n"
+            "from prefect.deployments import run_deployment\n"
+            f"f = flow.from_source(source={str(flow_dir)!r}, entrypoint='smoke.py:smoke')\n"
+            "dep_id = f.deploy(name='smoke', work_pool_name='sidn-process', print_next_steps=False)\n"
+            "run = run_deployment('sidn-infra-smoke/smoke', parameters={'x': 2}, timeout=240)\n"
+            "print('STATE', run.state.type.value)\n"
+        )
+        client_env = {**env, **exported}
+        res = subprocess.run([sys.executable, "-c", script], env=client_env, cwd=str(tmp_path),
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0 and "STATE COMPLETED" in res.stdout, res.stdout[-3000:] + res.stderr[-3000:]
+
+        # a second `up` finds everything running
+        again = subprocess.run([str(REPO / "infra" / "up"), "--no-dvc"], env=env, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and again.stdout.count("already running") == 7, again.stdout + again.stderr
+
+        logs = "\n".join(p.read_text(errors="replace") for p in (state / "logs").glob("*.log"))
+        assert secret not in logs and secret not in up.stdout + up.stderr
+    finally:
+        down = subprocess.run([str(REPO / "infra" / "down")], env=env, capture_output=True, text=True, timeout=180)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not list((state / "pids").glob("*.pid"))
+    time.sleep(0.5)
+    leftovers = [(n, r["pid"]) for n, r in pids.items() if _alive(r["pid"])]
+    assert not leftovers, f"still running after down: {leftovers}"
+    # nothing left in any of the process groups either (uvicorn, gunicorn and flow-run children)
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] not in ("Z", "X"):
+                assert int(fields[2]) not in {r["pgid"] for r in pids.values()}, f"pid {proc.name} left in a group"
+    for name, port in ports.items():
+        assert stack.port_is_free(port), f"{name}: port {port} still bound"
+    st = subprocess.run([str(REPO / "infra" / "status"), "--json"], env=env, capture_output=True, text=True, timeout=60)
+    assert all(r["state"] == "stopped" for r in json.loads(st.stdout))
+
+
+# ----------------------------------------------------------------------------------------------
+# process management without any server
+
+
+def test_stop_kills_the_whole_group_even_when_the_leader_died(tmp_path):
+    stack = load_stack()
+    pm = stack.ProcessManager(tmp_path)
+    spec = stack.ServiceSpec(name="sleepers", argv=["bash", "-c", "sleep 300 & sleep 300 & wait"],
+                             env=stack.base_env(), port=None, health=lambda: True, timeout=10, cwd=tmp_path)
+    st = pm.start(spec)
+    deadline = time.monotonic() + 10
+    while len(stack._group_members(st.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = [p for p in stack._group_members(st.pid) if p != st.pid]
+    assert len(children) == 2
+    os.kill(st.pid, 9)  # the leader dies; its children stay in the group
+    pm.children["sleepers"].wait()
+    assert pm.stop("sleepers", timeout=2) == "killed"
+    assert not any(_alive(p) for p in children)
+    assert not (tmp_path / "pids" / "sleepers.pid").exists()
+
+
+def test_stop_never_signals_a_reused_pid(tmp_path):
+    stack = load_stack()
+    pm = stack.ProcessManager(tmp_path)
+    (tmp_path / "pids").mkdir()
+    # a stale record whose PID now belongs to this very test process (another start time)
+    (tmp_path / "pids" / "ghost.pid").write_text(json.dumps(
+        {"name": "ghost", "pid": os.getpid(), "pgid": os.getpgid(0), "start_time": "1", "port": None}))
+    assert pm.stop("ghost", timeout=1) == "not running"
+    assert _alive(os.getpid())
+    assert not (tmp_path / "pids" / "ghost.pid").exists()

@@ -1,0 +1,561 @@
+"""MLflow layer against a real ``mlflow server`` (sqlite backend, loopback) and ``mlflow models serve``.
+
+Runs, metrics and artifacts land; registration and aliases; the gate refuses a worse challenger
+and promotes a better one only with approval; a pending request without approval; rollback;
+``models:/sidn-x@champion`` loads and predicts; the served model answers real images and
+refuses malformed payloads with 4xx while it keeps serving.
+
+Speed: no training. Each "run" is a tiny random-init SIDN bundle (64 px, C=4, K=3) with a set
+threshold plus hand-written metrics/calibration files in the ``runs/<category>`` layout.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fixtures_mlflow import free_port, mlflow_env, mlflow_executable, mlflow_server, stop_group, wait_http  # noqa: F401
+from helpers_data import texture
+from pipelines.params import CategoryPaths
+from sidn.bundle import load_bundle, save_bundle
+from sidn.config import SIDNConfig
+from sidn.inference import Predictor
+from sidn.model.sidn import SIDN
+
+pytest.importorskip("mlflow")
+
+CATEGORY = "x"  # registered model: sidn-x
+SIZE = 64
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny runs
+# ---------------------------------------------------------------------------------------------
+
+
+def _cfg(tmp: Path) -> SIDNConfig:
+    cfg = SIDNConfig()
+    cfg.model.channels = 4
+    cfg.model.clusters = 3
+    cfg.data.image_size = SIZE
+    cfg.data.root = str(tmp / "data" / "tiny-dataset")
+    cfg.data.categories = [CATEGORY]
+    return cfg
+
+
+def _images() -> list[np.ndarray]:
+    """Real-looking test images: 8-bit gray texture with a bright blob (100x120), and a colour one."""
+    rng = np.random.default_rng(7)
+    gray = cv2.resize(texture(rng, 128), (120, 100), interpolation=cv2.INTER_AREA)
+    cv2.circle(gray, (60, 50), 12, 250, -1)
+    colour = cv2.cvtColor(texture(rng, 256), cv2.COLOR_GRAY2BGR)
+    colour[..., 2] = np.clip(colour[..., 2].astype(int) + 30, 0, 255).astype(np.uint8)
+    return [gray, colour]
+
+
+def _b64(image: np.ndarray, ext: str = ".png") -> str:
+    ok, buf = cv2.imencode(ext, image)
+    assert ok
+    return base64.b64encode(buf.tobytes()).decode()
+
+
+def _gray01(image: np.ndarray) -> np.ndarray:
+    from sidn.data.mvtec import decode_bytes, raw_to_gray
+
+    return raw_to_gray(decode_bytes(base64.b64decode(_b64(image)), "test"))
+
+
+@pytest.fixture(scope="module")
+def bundle_file(tmp_path_factory) -> Path:
+    """A random-init SIDN whose threshold cuts the first test image's map at its 80th percentile."""
+    tmp = tmp_path_factory.mktemp("bundle")
+    cfg = _cfg(tmp)
+    torch.manual_seed(0)
+    model = SIDN(cfg.model)
+    with torch.no_grad():
+        model.train()
+        model(torch.rand(4, 1, SIZE, SIZE))
+    model.eval()
+    amap = Predictor(model, cfg.infer, SIZE).predict([_gray01(_images()[0])])[0].anomaly_map
+    model.threshold.fill_(float(np.quantile(amap, 0.8)))
+    path = tmp / "model.pt"
+    save_bundle(model, cfg, path)
+    return path
+
+
+def make_run(root: Path, bundle: Path, pixel_auroc: float, aupro: float, image_far: float = 0.05,
+             validation_passed: bool = True, history_steps: int = 5) -> tuple[SIDNConfig, CategoryPaths]:
+    """Write ``root/runs/x`` in the pipeline layout with the given numbers."""
+    cfg = _cfg(root)
+    paths = CategoryPaths(root / "runs", CATEGORY)
+    paths.eval_dir.mkdir(parents=True)
+    paths.train_dir.mkdir(parents=True)
+    paths.validation.mkdir(parents=True)
+    paths.overlays.mkdir(parents=True)
+    paths.model.write_bytes(bundle.read_bytes())
+    paths.metrics.write_text(json.dumps({
+        "category": CATEGORY, "pixel_auroc": pixel_auroc, "aupro": aupro, "image_auroc": 0.9, "n_images": 6,
+        "per_defect": {"cut": {"pixel_auroc": pixel_auroc - 0.01, "aupro": aupro, "image_auroc": 0.8}},
+    }))
+    paths.calibration.write_text(json.dumps({
+        "threshold": 0.51, "method": "image_far", "image_far": image_far, "pixel_far": 0.001,
+        "score_threshold": 0.6, "thresholds": {}, "n_good_images": 20, "target_image_far": 0.05,
+        "achieved": {"image_far": {"image_far": image_far, "image_far_upper95": 0.14}},
+    }))
+    fpr = np.linspace(0, 1, 11)
+    pd.DataFrame({"fpr": fpr, "tpr": np.sqrt(fpr)}).to_csv(paths.roc, index=False)
+    pd.DataFrame({"fpr": fpr * 0.3, "pro": np.sqrt(fpr)}).to_csv(paths.pro, index=False)
+    cv2.imwrite(str(paths.overlays / "00_cut_000.png"), np.zeros((8, 32, 3), np.uint8))
+    steps = np.arange(1, history_steps + 1)
+    hist = pd.DataFrame({"step": steps, "l_s": 1 / steps, "l_z": 0.1 / steps, "l_kl": 0.01 * steps,
+                         "l_td": 0.5 / steps, "total": 2 / steps, "elapsed_s": steps * 0.1,
+                         "val_loss": [np.nan] * (history_steps - 1) + [0.3], "val_pixel_auroc": np.nan})
+    hist.to_csv(paths.history, index=False)
+    cfg.save_yaml(paths.train_config)
+    (paths.validation / "manifest.csv").write_text("category,path,split\nx,a.png,train\n")
+    (paths.validation / "validation.json").write_text(json.dumps({"passed": validation_passed}))
+    (paths.validation / "validation.md").write_text("Data validation passed.\n")
+    return cfg, paths
+
+
+def log_and_register(tmp_path: Path, bundle: Path, data_version: str, **numbers) -> tuple[str, int, SIDNConfig]:
+    from pipelines import tracking
+
+    cfg, paths = make_run(tmp_path, bundle, **numbers)
+    run_id = tracking.log_category_run(cfg, CATEGORY, paths, tags={"data_version": data_version})
+    version = tracking.register_challenger(cfg, CATEGORY, run_id)
+    return run_id, version, cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# unit tests (no server)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tracking_uri_default_and_env(monkeypatch):
+    from pipelines import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert tracking.tracking_uri() == f"sqlite:///{tracking.REPO_ROOT / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5999"
+
+
+def test_flatten_config_and_data_version(tmp_path):
+    from pipelines.tracking import data_version, flatten_config
+
+    cfg = SIDNConfig()
+    flat = flatten_config(cfg)
+    assert flat["train.lr"] == "0.0001" and flat["dgm.sources.blur"] == "0.15"
+    assert flat["data.categories"].startswith('["carpet"')
+    lock = tmp_path / "dvc.lock"
+    assert data_version(cfg, "carpet", lock) == "unknown"
+    entry = {"path": f"{cfg.data.root}/carpet", "hash": "md5", "md5": "abc.dir", "size": 10, "nfiles": 3}
+    lock.write_text(json.dumps({"schema": "2.0", "stages": {"prepare@carpet": {
+        "cmd": "x", "deps": [entry, {"path": "pipelines/stages/prepare.py", "md5": "1"}]}}}))
+    v1 = data_version(cfg, "carpet", lock)
+    entry["md5"] = "def.dir"
+    lock.write_text(json.dumps({"stages": {"prepare@carpet": {"deps": [entry]}}}))
+    v2 = data_version(cfg, "carpet", lock)
+    assert len(v1) == 16 and v1 != v2 and data_version(cfg, "wood", lock) == "unknown"
+
+
+def test_pyfunc_rejects_malformed_input(bundle_file):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
+
+    from pipelines.pyfunc_model import SIDNPyfunc
+
+    class Ctx:
+        artifacts = {"bundle": str(bundle_file)}
+        model_config = {"max_megapixels": 0.02, "max_images": 3}
+
+    model = SIDNPyfunc()
+    model.load_context(Ctx())
+    good = _b64(_images()[0])
+    out = model.predict(None, pd.DataFrame({"image": [good]}))
+    assert list(out.columns)[:4] == ["anomaly_map", "mask", "score", "is_defective"]
+    out2 = model.predict(None, {"image": [good, good]})  # dict of lists
+    assert len(out2) == 2
+    wrapped = "\n".join(good[i : i + 76] for i in range(0, len(good), 76))  # `base64` tool output
+    out3 = model.predict(None, pd.DataFrame({"image": [wrapped, "data:image/png;base64," + good]}))
+    assert out3["score"].tolist() == pytest.approx([out["score"][0]] * 2)
+    big = _b64(np.zeros((200, 200), np.uint8))  # 0.04 MP > 0.02
+    bad_inputs = {
+        "no column": pd.DataFrame({"img": [good]}),
+        "not a string": pd.DataFrame({"image": [12]}),
+        "not base64": pd.DataFrame({"image": ["not base64 !!"]}),
+        "not an image": pd.DataFrame({"image": [base64.b64encode(b"hello world, no image").decode()]}),
+        "empty string": pd.DataFrame({"image": [""]}),
+        "no rows": pd.DataFrame({"image": []}),
+        "too many": pd.DataFrame({"image": [good] * 4}),
+        "huge": pd.DataFrame({"image": [big]}),
+        "truncated": pd.DataFrame({"image": [good[: len(good) // 2 // 4 * 4]]}),
+        "wrong type": 3.5,
+    }
+    for what, bad in bad_inputs.items():
+        with pytest.raises(MlflowException) as info:
+            model.predict(None, bad)
+        assert info.value.error_code == ErrorCode.Name(INVALID_PARAMETER_VALUE), what
+
+
+# ---------------------------------------------------------------------------------------------
+# against the server
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_category_run_lands_with_params_metrics_artifacts_tags(mlflow_env, bundle_file, tmp_path):
+    from mlflow import MlflowClient
+
+    from pipelines import tracking
+
+    cfg, paths = make_run(tmp_path, bundle_file, pixel_auroc=0.95, aupro=0.85, history_steps=7)
+    cfg.train.lr = 123.0  # a stage-restricted caller config: params come from the bundle's config
+    with tracking.start_parent_run(cfg, name="pipeline-test") as parent:
+        run_id = tracking.log_category_run(cfg, CATEGORY, paths, parent_run_id=parent)
+    client = MlflowClient(mlflow_env)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and client.get_run(parent).info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == parent
+    assert run.data.params["train.lr"] == "0.0001" and run.data.params["model.channels"] == "4"
+    assert run.data.params["category"] == CATEGORY and run.data.params["dataset"] == "tiny-dataset"
+    m = run.data.metrics
+    assert m["pixel_auroc"] == pytest.approx(0.95) and m["aupro"] == pytest.approx(0.85)
+    assert m["image_auroc"] == pytest.approx(0.9) and m["threshold"] == pytest.approx(0.51)
+    assert m["image_far"] == pytest.approx(0.05) and m["cut/pixel_auroc"] == pytest.approx(0.94)
+    hist = client.get_metric_history(run_id, "train/l_s")
+    assert sorted(h.step for h in hist) == list(range(1, 8))
+    assert [h.step for h in client.get_metric_history(run_id, "val/loss")] == [7]
+    for key in ("train/l_z", "train/l_kl", "train/l_td", "train/total"):
+        assert len(client.get_metric_history(run_id, key)) == 7
+    tags = run.data.tags
+    assert tags["dataset"] == "tiny-dataset" and tags["category"] == CATEGORY
+    assert tags["data_validation"] == "passed" and tags["git_commit"]
+    assert tags["data_version"] == "unknown"  # no dvc.lock entry for this tmp dataset
+    assert tags["model_uri"].startswith("models:/")
+    assert not any(k.startswith("env") or "SECRET" in k.upper() for k in list(tags) + list(run.data.params))
+
+    def ls(path=None):
+        return {a.path for a in client.list_artifacts(run_id, path)}
+
+    assert {"plots", "overlays", "config", "data", "eval"} <= ls()
+    assert {"plots/roc.png", "plots/pro.png", "plots/training.png"} <= ls("plots")
+    assert ls("overlays") == {"overlays/00_cut_000.png"}
+    assert {"data/manifest.csv", "data/validation.md"} <= ls("data")
+    assert {"eval/metrics.json", "eval/calibration.json"} <= ls("eval") and ls("config") == {"config/config.yaml"}
+    local = client.download_artifacts(run_id, "plots/roc.png", str(tmp_path / "dl"))
+    assert cv2.imread(local) is not None
+
+
+@pytest.fixture(scope="module")
+def registry_story(mlflow_env, bundle_file, tmp_path_factory):
+    """Registration + promotion scenario shared by the registry tests (runs once, in order)."""
+    from mlflow import MlflowClient
+
+    from pipelines import registry
+
+    client = MlflowClient(mlflow_env)
+    log: dict = {}
+
+    def new(data_version: str, **numbers):
+        return log_and_register(tmp_path_factory.mktemp("run"), bundle_file, data_version, **numbers)
+
+    # v1: first model -> challenger; pending without approval; first champion with approval
+    _, v1, cfg = new("d1", pixel_auroc=0.95, aupro=0.85)
+    log["v1"] = v1
+    log["alias_after_v1"] = client.get_model_version_by_alias("sidn-x", "challenger").version
+    log["pending_v1"] = registry.promote(CATEGORY, cfg=cfg)
+    log["champion_after_pending"] = registry._alias_version(client, "sidn-x", "champion")
+    with pytest.raises(registry.RegistryError, match="--by"):
+        registry.promote(CATEGORY, approve=True, by=None, cfg=cfg)
+    log["promote_v1"] = registry.promote(CATEGORY, approve=True, by="alice", cfg=cfg)
+    # v2: worse on pixel AUROC -> refused even with approval
+    _, log["v2"], _ = new("d1", pixel_auroc=0.90, aupro=0.85)
+    log["refuse_v2"] = registry.promote(CATEGORY, approve=True, by="alice", cfg=cfg)
+    # v3: better, but too many false alarms and data validation failed -> refused
+    _, log["v3"], _ = new("d1", pixel_auroc=0.97, aupro=0.90, image_far=0.3, validation_passed=False)
+    log["refuse_v3"] = registry.promote(CATEGORY, approve=True, by="alice", cfg=cfg)
+    # v4: better, evaluated on new data d2 -> champion must be re-evaluated on d2
+    _, log["v4"], _ = new("d2", pixel_auroc=0.96, aupro=0.86)
+    log["no_reeval_v4"] = registry.promote(CATEGORY, approve=True, by="bob", cfg=cfg)
+    calls = []
+
+    def evaluate_fn(bundle_path: Path) -> dict:
+        model, _, _ = load_bundle(bundle_path)  # a real bundle comes back from the registry
+        calls.append(bundle_path)
+        return {"pixel_auroc": 0.955, "aupro": 0.80, "image_auroc": 0.9}
+
+    log["pending_v4"] = registry.promote(CATEGORY, cfg=cfg, evaluate_fn=evaluate_fn)
+    log["promote_v4"] = registry.promote(CATEGORY, approve=True, by="bob", cfg=cfg, evaluate_fn=evaluate_fn)
+    log["eval_calls"] = calls
+    log["cfg"] = cfg
+    return client, log
+
+
+@pytest.mark.integration
+def test_registration_sets_challenger_and_first_champion_needs_approval(registry_story):
+    client, log = registry_story
+    assert log["v1"] == 1 and log["alias_after_v1"] == "1"
+    pending = log["pending_v1"]
+    assert pending.status == "pending" and pending.exit_code == 0
+    assert pending.comparison.champion is None and pending.comparison.passed
+    assert log["champion_after_pending"] is None  # a pending request moves nothing
+    promoted = log["promote_v1"]
+    assert promoted.status == "promoted" and promoted.version == 1
+    mv1 = client.get_model_version("sidn-x", "1")
+    assert mv1.tags["approved_by"] == "alice" and mv1.tags["promotion_request"] == "approved"
+    assert mv1.tags["approved_at"] and json.loads(mv1.tags["comparison"])["passed"] is True
+    assert mv1.tags["requested_at"]  # from the earlier pending request
+    assert mv1.tags["run_id"] and mv1.tags["pixel_auroc"] == repr(0.95)
+
+
+@pytest.mark.integration
+def test_gate_refuses_worse_challenger(registry_story):
+    client, log = registry_story
+    r2 = log["refuse_v2"]
+    assert r2.status == "refused" and r2.exit_code == 1 and r2.version == 2
+    assert [c.name for c in r2.comparison.failures] == ["pixel_auroc"]
+    assert "NOT promoted" in r2.message and "pixel_auroc" in r2.message
+    assert client.get_model_version("sidn-x", "2").tags["promotion_request"] == "refused"
+    r3 = log["refuse_v3"]
+    assert r3.status == "refused" and {c.name for c in r3.comparison.failures} == {"image_far", "data_validation"}
+    r4 = log["no_reeval_v4"]  # different data and nobody to re-evaluate the champion
+    assert r4.status == "refused" and [c.name for c in r4.comparison.failures] == ["same_evaluation_data"]
+
+
+@pytest.mark.integration
+def test_better_challenger_on_new_data_promoted_only_with_approval(registry_story):
+    client, log = registry_story
+    pending = log["pending_v4"]
+    assert pending.status == "pending"
+    champ = pending.comparison.champion
+    assert champ.version == 1 and champ.metrics["aupro"] == pytest.approx(0.80)
+    assert champ.metrics_source == "re-evaluated on data d2"
+    assert len(log["eval_calls"]) == 2 and all(p.suffix == ".pt" for p in log["eval_calls"])
+    promoted = log["promote_v4"]
+    assert promoted.status == "promoted" and promoted.version == 4
+    mv4 = client.get_model_version("sidn-x", "4")
+    assert mv4.tags["approved_by"] == "bob" and mv4.tags["previous_champion"] == "1"
+    assert "champion" in mv4.aliases and "challenger" in mv4.aliases
+    text = promoted.comparison.table()
+    assert "champion v1" in text and "gate: PASSED" in text
+
+
+@pytest.mark.integration
+def test_rollback_and_listing(registry_story, capsys):
+    import argparse
+
+    from pipelines import registry
+    from pipelines.registry_cli import register
+
+    client, log = registry_story
+    parser = argparse.ArgumentParser(prog="sidn")
+    register(parser.add_subparsers(dest="command"))
+
+    args = parser.parse_args(["promote", "--category", CATEGORY, "--to", "1", "--by", "carol", "--no-reevaluate"])
+    assert args.func(args) == 0
+    assert client.get_model_version_by_alias("sidn-x", "champion").version == "1"
+    mv1 = client.get_model_version("sidn-x", "1")
+    assert mv1.tags["rolled_back_by"] == "carol" and mv1.tags["rolled_back_from"] == "4"
+    history = json.loads(client.get_registered_model("sidn-x").tags["champion_history"])
+    assert [h["kind"] for h in history] == ["promotion", "promotion", "rollback"]
+    assert registry.promote(CATEGORY, to_version=1).status == "unchanged"
+    with pytest.raises(registry.RegistryError, match="no version 99"):
+        registry.promote(CATEGORY, to_version=99)
+
+    # CLI: the challenger (v4) vs the champion (v1, logged on d1) without re-evaluation -> refusal, exit 1
+    args = parser.parse_args(["promote", "--category", CATEGORY, "--approve", "--by", "dave", "--no-reevaluate"])
+    assert args.func(args) == 1
+    err = capsys.readouterr()
+    assert "REFUSED" in err.err and "same_evaluation_data" in err.out
+    args = parser.parse_args(["promote", "--category", CATEGORY, "--approve"])
+    assert args.func(args) == 2 and "--by" in capsys.readouterr().err
+
+    df = registry.list_registry(category=CATEGORY)
+    assert list(df["version"]) == [1, 2, 3, 4]
+    assert df.set_index("version").loc[1, "aliases"] == "champion"
+    assert df.set_index("version").loc[4, "aliases"] == "challenger"
+    assert df.set_index("version").loc[2, "pixel_auroc"] == pytest.approx(0.90)
+    args = parser.parse_args(["registry"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "sidn-x" in out and "champion" in out and "0.9500" in out
+    # leave v4 as champion for the serving tests
+    registry.promote(CATEGORY, to_version=4, by="carol")
+
+
+@pytest.mark.integration
+def test_load_champion_and_predict(registry_story, bundle_file):
+    import mlflow
+
+    from pipelines.pyfunc_model import decode_anomaly_map, decode_png
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    model = mlflow.pyfunc.load_model(f"models:/sidn-x@champion")
+    images = _images()
+    out = model.predict(pd.DataFrame({"image": [_b64(images[0]), _b64(images[1], ".jpg")]}))
+    _check_against_local(out.to_dict(orient="records"), images, bundle_file, jpeg_second=True)
+    assert decode_anomaly_map(out["anomaly_map"][0]).shape == (100, 120)
+    assert set(np.unique(decode_png(out["mask"][0]))) <= {0, 255}
+
+
+@pytest.mark.integration
+def test_champion_loads_without_the_repo(registry_story, tmp_path):
+    """A fresh interpreter, outside the repo, runs the model with the ``sidn`` copy logged in ``code/``."""
+    from pipelines.params import REPO_ROOT
+
+    script = (
+        "import mlflow, pandas as pd, sys\n"
+        "m = mlflow.pyfunc.load_model('models:/sidn-x@champion', dst_path=sys.argv[1])\n"
+        "out = m.predict(pd.DataFrame({'image': [sys.argv[2]]}))\n"
+        "print('SIDN_FROM', sys.modules['sidn'].__file__, 'SCORE', float(out['score'][0]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    (tmp_path / "m").mkdir()
+    res = subprocess.run([sys.executable, "-c", script, str(tmp_path / "m"), _b64(_images()[0])], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = [l for l in res.stdout.splitlines() if l.startswith("SIDN_FROM")][0]
+    sidn_file = Path(line.split()[1])
+    assert (tmp_path / "m") in sidn_file.parents and REPO_ROOT not in sidn_file.parents
+    assert (tmp_path / "m" / "artifacts" / "model.pt").is_file() or any((tmp_path / "m").rglob("model.pt"))
+
+
+def _check_against_local(rows: list[dict], images: list[np.ndarray], bundle: Path, jpeg_second: bool = False) -> None:
+    """Served / loaded outputs equal a local Predictor's on the same decoded images."""
+    from pipelines.pyfunc_model import decode_anomaly_map, decode_png
+    from sidn.data.mvtec import decode_bytes, raw_to_gray
+
+    model, cfg, _ = load_bundle(bundle)
+    exts = [".png", ".jpg" if jpeg_second else ".png"]
+    grays = [raw_to_gray(decode_bytes(base64.b64decode(_b64(im, e)), "t")) for im, e in zip(images, exts)]
+    local = Predictor(model, cfg.infer, cfg.data.image_size).predict(grays)
+    assert len(rows) == len(local)
+    for row, ref, gray in zip(rows, local, grays):
+        assert (row["height"], row["width"]) == gray.shape
+        mask = decode_png(row["mask"])
+        assert mask.shape == gray.shape and mask.dtype == np.uint8
+        assert np.mean((mask > 0) != (ref.mask > 0)) < 0.002  # equal up to float noise at the threshold
+        assert row["score"] == pytest.approx(ref.score, abs=1e-5)
+        assert row["is_defective"] == bool(ref.regions)
+        amap = decode_anomaly_map(row["anomaly_map"])
+        assert np.abs(amap - ref.anomaly_map).max() <= 1.0 / 65535 + 1e-6
+        assert row["threshold"] == pytest.approx(float(model.threshold))
+    assert any((decode_png(r["mask"]) > 0).any() for r in rows)  # the threshold cuts something
+
+
+# ---------------------------------------------------------------------------------------------
+# serving
+# ---------------------------------------------------------------------------------------------
+
+
+def _post(url: str, body: bytes | str | dict, content_type: str = "application/json") -> tuple[int, dict | str]:
+    data = json.dumps(body).encode() if isinstance(body, dict) else (body.encode() if isinstance(body, str) else body)
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        text = err.read().decode(errors="replace")
+        return err.code, text
+
+
+@pytest.fixture(scope="module")
+def served(registry_story, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    # `mlflow models serve` execs `uvicorn` from PATH: put this interpreter's bin dir first
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"], "OMP_NUM_THREADS": "1",
+           "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    cmd = [mlflow_executable(), "models", "serve", "-m", "models:/sidn-x@champion", "--env-manager", "local",
+           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=tmp_path_factory.mktemp("serve-cwd"))
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", proc, timeout=180, log=log)
+        yield f"http://127.0.0.1:{port}/invocations", proc
+    finally:
+        stop_group(proc)
+
+
+@pytest.mark.integration
+def test_serving_answers_real_images(served, bundle_file):
+    url, _ = served
+    images = _images()
+    split = {"dataframe_split": {"columns": ["image"], "data": [[_b64(images[0])], [_b64(images[1], ".jpg")]]}}
+    status, body = _post(url, split)
+    assert status == 200, body
+    _check_against_local(body["predictions"], images, bundle_file, jpeg_second=True)
+    records = {"dataframe_records": [{"image": _b64(images[0])}], "params": {"include_map": False}}
+    status, body = _post(url, records)
+    assert status == 200, body
+    (row,) = body["predictions"]
+    assert row["anomaly_map"] == "" and row["mask"] and isinstance(row["is_defective"], bool)
+
+
+@pytest.mark.integration
+def test_serving_refuses_malformed_payloads_and_keeps_serving(served):
+    url, proc = served
+    good = {"dataframe_records": [{"image": _b64(_images()[0])}]}
+    huge = np.zeros((7000, 6000), np.uint8)  # 42 MP (> 40 MP default), ~60 kB as PNG
+    bad = {
+        "not json": "this is not json",
+        "wrong type": {"dataframe_records": [{"image": 123}]},
+        "wrong column": {"dataframe_records": [{"img": _b64(_images()[0])}]},
+        "wrong shape": {"dataframe_split": {"columns": ["image"], "data": [["a", "b"]]}},
+        "nested list": {"dataframe_split": {"columns": ["image"], "data": [[[1, 2, 3]]]}},
+        "empty": {"dataframe_records": []},
+        "empty image": {"dataframe_records": [{"image": ""}]},
+        "not base64": {"dataframe_records": [{"image": "%%% not base64 %%%"}]},
+        "not an image": {"dataframe_records": [{"image": base64.b64encode(b"GIF? no." * 20).decode()}]},
+        "huge": {"dataframe_records": [{"image": _b64(huge)}]},
+    }
+    for what, body in bad.items():
+        status, answer = _post(url, body)
+        assert 400 <= status < 500, f"{what}: {status} {answer}"
+        assert proc.poll() is None, f"server died after '{what}'"
+    status, answer = _post(url, b"image=abc", content_type="text/plain")
+    assert 400 <= status < 500
+    status, answer = _post(url, good)
+    assert status == 200 and len(answer["predictions"]) == 1
+
+
+@pytest.mark.integration
+def test_serving_latency_per_256px_image(served, capsys):
+    """Measured, reported, not asserted (shared 2-core machine)."""
+    url, _ = served
+    rng = np.random.default_rng(3)
+    img = _b64(texture(rng, 256))
+    single = {"dataframe_records": [{"image": img}]}
+    batch = {"dataframe_records": [{"image": img}] * 8}
+    _post(url, single)  # warm-up
+    times = []
+    for _ in range(8):
+        t = time.perf_counter()
+        status, _ = _post(url, single)
+        times.append(time.perf_counter() - t)
+        assert status == 200
+    t = time.perf_counter()
+    status, _ = _post(url, batch)
+    per_image_batched = (time.perf_counter() - t) / 8
+    assert status == 200
+    with capsys.disabled():
+        print(f"\nserved latency, 256x256, tiny test model (C=4): median {statistics.median(times) * 1000:.1f} ms "
+              f"per single-image request; {per_image_batched * 1000:.1f} ms per image in batches of 8")
