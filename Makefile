@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install sysdeps run test test-fast bench up down status clean
+.PHONY: install sysdeps swift run test test-fast bench up down status
 
 # torch is installed first and pinned to the CPU build (2.13.0); constraints.txt pins the rest,
 # so a new machine resolves the same versions without backtracking.
@@ -26,11 +26,26 @@ install: $(BIN)/.installed
 sysdeps:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the report rendering test will be skipped"
 
-run: install
-	$(BIN)/dvc repro
-	@echo "report: runs/report/index.html   metrics: $(BIN)/dvc metrics show   runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+# The S3-compatible store (OpenStack Swift + s3api) lives in its own venv under .infra/.
+SWIFT_STAMP := .infra/venv-swift/.sidn-installed
+$(SWIFT_STAMP): infra/swift-requirements.txt infra/install-swift.sh
+	infra/install-swift.sh
+swift: $(SWIFT_STAMP)
 
-test: install sysdeps
+up: install swift
+	infra/up
+down:
+	infra/down
+status:
+	infra/status
+
+# Stages call `python`: put the venv first on PATH. With `make up` running, data and
+# artifacts go to the local object store (infra/with-env loads .infra/env.sh if present).
+run: install
+	PATH="$(abspath $(BIN)):$$PATH" infra/with-env $(BIN)/dvc repro
+	@echo "report: reports/index.html   metrics: $(BIN)/dvc metrics show   runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+
+test: install sysdeps swift
 	$(BIN)/python -m pytest -q
 
 test-fast: install

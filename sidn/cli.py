@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 130 if type(exc).__name__ == "TrainingInterrupted" else 2
 
 
 if __name__ == "__main__":

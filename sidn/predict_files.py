@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sidn.bundle import load_bundle
-from sidn.data.mvtec import IMAGE_SUFFIXES, read_image
+from sidn.data.mvtec import IMAGE_EXTENSIONS, read_image
 from sidn.inference import Prediction, Predictor
 from sidn.io import atomic_write, atomic_write_json
 
@@ -24,7 +24,7 @@ def collect_images(inputs: list[Path]) -> list[Path]:
     files: list[Path] = []
     for item in inputs:
         if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+            files.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS))
         elif item.is_file():
             files.append(item)
         else:
