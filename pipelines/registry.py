@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
+from pipelines.tracking import finite_or_none
 from sidn.config import RegisterConfig, SIDNConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -86,14 +87,6 @@ def _client(client: "MlflowClient | None") -> "MlflowClient":
     from pipelines.tracking import get_client
 
     return get_client()
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,14 +211,14 @@ def _fmt(value: float | None, signed: bool = False) -> str:
 
 def _side(client: "MlflowClient", mv: "ModelVersion") -> Side:
     tags = dict(mv.tags or {})
-    metrics: dict[str, float | None] = {k: _finite(tags.get(k)) for k in KEY_METRICS}
+    metrics: dict[str, float | None] = {k: finite_or_none(tags.get(k)) for k in KEY_METRICS}
     run_id = tags.get("run_id") or mv.run_id or ""
     if run_id and any(v is None for v in metrics.values()):
         try:  # fall back to the run's metrics
             run = client.get_run(run_id)
             for k in KEY_METRICS:
                 if metrics[k] is None:
-                    metrics[k] = _finite(run.data.metrics.get(k))
+                    metrics[k] = finite_or_none(run.data.metrics.get(k))
             tags = {**run.data.tags, **tags}
         except Exception:
             pass
@@ -311,7 +304,7 @@ def compare(
                 bundle = download_bundle(name, champ.version, Path(tmp), client)
                 fresh = evaluate_fn(bundle)
             for key in ("pixel_auroc", "aupro", "image_auroc"):
-                champ.metrics[key] = _finite(fresh.get(key))
+                champ.metrics[key] = finite_or_none(fresh.get(key))
             champ.metrics_source = f"re-evaluated on data {chal.data_version}"
             same = True
         checks.append(Check(
@@ -471,7 +464,7 @@ def list_registry(cfg: SIDNConfig | None = None, category: str | None = None,
             rows.append({
                 "model": name, "version": int(mv.version), "aliases": ",".join(sorted(aliases_of.get(str(mv.version), []))),
                 "created": created.strftime("%Y-%m-%d %H:%M") if created else "",
-                **{k: _finite(tags.get(k)) for k in KEY_METRICS},
+                **{k: finite_or_none(tags.get(k)) for k in KEY_METRICS},
                 "data_version": tags.get("data_version", ""), "data_validation": tags.get("data_validation", ""),
                 "promotion_request": tags.get("promotion_request", ""), "approved_by": tags.get("approved_by", ""),
                 "run_id": tags.get("run_id") or mv.run_id or "",

@@ -212,7 +212,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON: {exc}") from exc
 
 
-def _finite(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
+    """``float(value)`` if it is a finite number, else None (JSON-safe metrics)."""
     try:
         f = float(value)
     except (TypeError, ValueError):
@@ -338,7 +339,7 @@ def _log_history(client: "MlflowClient", run_id: str, history_csv: Path) -> int:
             continue
         key = _HISTORY_METRICS.get(col, f"train/{col}")
         for step, value in zip(df["step"], df[col]):
-            v = _finite(value)
+            v = finite_or_none(value)
             if v is not None:
                 metrics.append(Metric(key, v, now, int(step)))
     for i in range(0, len(metrics), 1000):
@@ -350,19 +351,19 @@ def final_metrics(paths: CategoryPaths) -> dict[str, float]:
     """Evaluation + calibration numbers of one category (the run's final metrics)."""
     ev = _read_json(paths.metrics)
     cal = _read_json(paths.calibration)
-    out: dict[str, float | None] = {k: _finite(ev.get(k)) for k in ("pixel_auroc", "aupro", "image_auroc")}
-    out["n_test_images"] = _finite(ev.get("n_images"))
+    out: dict[str, float | None] = {k: finite_or_none(ev.get(k)) for k in ("pixel_auroc", "aupro", "image_auroc")}
+    out["n_test_images"] = finite_or_none(ev.get("n_images"))
     for defect, values in (ev.get("per_defect") or {}).items():
         for k in ("pixel_auroc", "aupro", "image_auroc"):
-            out[f"{_metric_key(defect)}/{k}"] = _finite((values or {}).get(k))
-    out["threshold"] = _finite(cal.get("threshold"))
-    out["score_threshold"] = _finite(cal.get("score_threshold"))
-    out["image_far"] = _finite(cal.get("image_far"))
-    out["pixel_far"] = _finite(cal.get("pixel_far"))
+            out[f"{_metric_key(defect)}/{k}"] = finite_or_none((values or {}).get(k))
+    out["threshold"] = finite_or_none(cal.get("threshold"))
+    out["score_threshold"] = finite_or_none(cal.get("score_threshold"))
+    out["image_far"] = finite_or_none(cal.get("image_far"))
+    out["pixel_far"] = finite_or_none(cal.get("pixel_far"))
     achieved = (cal.get("achieved") or {}).get(cal.get("method") or "", {}) or {}
-    out["image_far_upper95"] = _finite(achieved.get("image_far_upper95"))
-    out["target_image_far"] = _finite(cal.get("target_image_far"))
-    out["n_good_images"] = _finite(cal.get("n_good_images"))
+    out["image_far_upper95"] = finite_or_none(achieved.get("image_far_upper95"))
+    out["target_image_far"] = finite_or_none(cal.get("target_image_far"))
+    out["n_good_images"] = finite_or_none(cal.get("n_good_images"))
     return {k: v for k, v in out.items() if v is not None}
 
 
