@@ -79,6 +79,7 @@ class LossConfig:
 class TrainConfig:
     lr: float = 1e-4  # paper: Adam, 1e-4
     batch_size: int = 16  # paper: 16
+    crop_size: int = 0  # our choice: 0 = whole images (paper); N = random NxN windows (multiple of 16)
     steps: int = 80  # CPU default budget (whole default pipeline < 20 min on 2 cores); `paper` profile: 30000
     max_minutes: float = 0.0  # 0 = no time budget
     val_every: int = 40

@@ -155,11 +155,24 @@ def augment_dihedral(images: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return out
 
 
-def sample_batch(
-    images: np.ndarray, batch_size: int, rng: np.random.Generator, augment: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``(I_p [B,H,W], donors [M,H,W])`` from the training images.
+def random_crops(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One random ``size x size`` window per image of ``images [N,H,W]``; ``size`` 0 or >= H,W keeps them whole."""
+    n, h, w = images.shape
+    if size <= 0 or (size >= h and size >= w):
+        return images
+    ch, cw = min(size, h), min(size, w)
+    tops = rng.integers(0, h - ch + 1, size=n)
+    lefts = rng.integers(0, w - cw + 1, size=n)
+    return np.stack([images[i, t : t + ch, l : l + cw] for i, (t, l) in enumerate(zip(tops, lefts))])
 
+
+def sample_batch(
+    images: np.ndarray, batch_size: int, rng: np.random.Generator, augment: bool = True, crop_size: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``(I_p [B,h,w], donors [M,h,w])`` from the training images.
+
+    With ``crop_size`` > 0 every image (and donor) is a random ``crop_size`` window, so a step
+    costs ``(crop_size / H)^2`` of a whole-image step (``train.crop_size``).
     Donors (for the DGM's ``foreign_patch`` source) are a second independent draw of up to
     ``batch_size`` distinct training images, not augmented.
     """
@@ -169,7 +182,9 @@ def sample_batch(
     if augment:
         batch = augment_dihedral(batch, rng)
     donor_idx = rng.choice(n, size=min(n, batch_size), replace=False)
-    return np.ascontiguousarray(batch, dtype=np.float32), images[donor_idx]
+    batch = random_crops(batch, crop_size, rng)
+    donors = random_crops(images[donor_idx], crop_size, rng)
+    return np.ascontiguousarray(batch, dtype=np.float32), donors
 
 
 def _check_images(name: str, arr: Any) -> np.ndarray:
@@ -399,6 +414,8 @@ def train(
         augment = bool(getattr(tc, "augment", True))
     if tc.batch_size < 1 or tc.steps < 0 or tc.lr <= 0:
         raise ValueError(f"train: invalid settings batch_size={tc.batch_size}, steps={tc.steps}, lr={tc.lr}")
+    if tc.crop_size < 0 or tc.crop_size % 16:
+        raise ValueError(f"train: crop_size must be 0 (whole images) or a positive multiple of 16, got {tc.crop_size}")
 
     train_images = _check_images("train_images", train_images)
     has_val = val_images is not None and len(val_images) > 0
@@ -532,7 +549,7 @@ def train(
                         log.info("time budget of %.1f min reached at step %d", tc.max_minutes, step)
                         break
                     pending_rng = (torch.get_rng_state(), _rng_state(rng))
-                    clean, donors = sample_batch(train_images, tc.batch_size, rng, augment)
+                    clean, donors = sample_batch(train_images, tc.batch_size, rng, augment, tc.crop_size)
                     noisy, mask = dgm(clean, rng, donors=donors)
                     x = torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32)).unsqueeze(1).to(device)
                     m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).unsqueeze(1).to(device)

@@ -20,6 +20,7 @@ from sidn.train import (
     TrainingInterrupted,
     augment_dihedral,
     load_checkpoint,
+    random_crops,
     train,
 )
 
@@ -239,3 +240,24 @@ def test_bench_keys_tiny():
     assert d["max_abs_diff_fast"] <= 1e-2
     assert d["gflop_per_image"] > 0 and d["peak_rss_mb"] > 0
     assert "ms/image" in format_bench(d)
+
+
+def test_random_crops_are_windows_of_their_images():
+    imgs = np.arange(3 * 64 * 64, dtype=np.float32).reshape(3, 64, 64)
+    crops = random_crops(imgs, 32, np.random.default_rng(0))
+    assert crops.shape == (3, 32, 32)
+    for img, crop in zip(imgs, crops):
+        top, left = np.argwhere(img == crop[0, 0])[0]
+        assert np.array_equal(img[top : top + 32, left : left + 32], crop)
+    assert random_crops(imgs, 0, np.random.default_rng(0)) is imgs
+    assert random_crops(imgs, 128, np.random.default_rng(0)) is imgs
+
+
+def test_training_on_crops_keeps_a_whole_image_model(tmp_path):
+    cfg = _cfg(2, crop_size=32)
+    train(cfg, TRAIN, None, tmp_path, progress=False)
+    model, _, _ = load_bundle(tmp_path / "model.pt")
+    with torch.no_grad():
+        assert model.eval()(torch.rand(1, 1, SIZE, SIZE)).fused.shape == (1, 1, SIZE, SIZE)
+    with pytest.raises(ValueError, match="crop_size"):
+        train(_cfg(2, crop_size=40), TRAIN, None, tmp_path / "bad", progress=False)
