@@ -40,9 +40,11 @@ status:
 	infra/status
 
 # Stages call `python`: put the venv first on PATH. With `make up` running, data and
-# artifacts go to the local object store (infra/with-env loads .infra/env.sh if present).
+# artifacts go to the local object store (infra/with-env loads .infra/env.sh if present), and
+# infra/repro-and-push follows a successful `dvc repro` with `dvc push` when a default DVC
+# remote is configured (a line says the push was skipped when none is).
 run: install
-	PATH="$(abspath $(BIN)):$$PATH" infra/with-env $(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" infra/with-env infra/repro-and-push
 	@echo "report: reports/index.html   metrics: $(BIN)/dvc metrics show   runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: install sysdeps swift

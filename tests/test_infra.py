@@ -21,18 +21,10 @@ import pytest
 import yaml
 
 from fixtures_s3 import load_stack, s3_server, swift_venv  # noqa: F401  (session server, refcounted)
+from helpers_infra import BIN, clean_env, configure_dvc_remote, run_cmd, start_mlflow_s3
 
 REPO = Path(__file__).resolve().parent.parent
 K8S = REPO / "infra" / "k8s"
-BIN = Path(sys.executable).parent
-TELEMETRY_OFF = {
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "GX_ANALYTICS_ENABLED": "false",
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-}
 SECRETISH = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|API_KEY|_URI$|CONNECTION_URL)", re.I)
 
 # ----------------------------------------------------------------------------------------------
@@ -326,30 +318,14 @@ def test_dask_docs_match_the_pipeline_cli():
 # DVC remote and MLflow artifacts in the real S3 store
 
 
-def _run(cmd: list[str], cwd: Path, env: dict | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    res = subprocess.run(cmd, cwd=str(cwd), env=env, capture_output=True, text=True, timeout=timeout)
-    assert res.returncode == 0, f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
-    return res
-
-
-def _clean_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "PREFECT_"))}
-    env.update(TELEMETRY_OFF)
-    env.update({"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-                "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"})
-    env.update(extra)
-    return env
-
-
 @pytest.mark.integration
 def test_dvc_push_wipe_pull_round_trip(s3_server, tmp_path):
-    stack = load_stack()
     repo = tmp_path / "repo"
     repo.mkdir()
-    env = _clean_env()
+    env = clean_env()
     dvc = str(BIN / "dvc")
-    _run(["git", "init", "-q"], repo, env)
-    _run([dvc, "init", "-q"], repo, env)
+    run_cmd(["git", "init", "-q"], repo, env)
+    run_cmd([dvc, "init", "-q"], repo, env)
     data = repo / "data" / "raw" / "carpet"
     files = {}
     for split, n in (("train/good", 6), ("test/crack", 3)):
@@ -358,17 +334,16 @@ def test_dvc_push_wipe_pull_round_trip(s3_server, tmp_path):
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(40_000 + i))
             files[p.relative_to(repo).as_posix()] = p.read_bytes()
-    _run([dvc, "add", "-q", "data/raw"], repo, env)
+    run_cmd([dvc, "add", "-q", "data/raw"], repo, env)
     prefix = f"dvc-tests/{uuid.uuid4().hex[:8]}"
-    creds = stack.S3Credentials(s3_server.access_key_id, s3_server.secret_access_key)
-    stack.configure_dvc_remote(repo, s3_server.endpoint, creds, url=f"s3://sidn-data/{prefix}")
+    configure_dvc_remote(repo, s3_server, prefix)
     # secrets only in the git-ignored config.local
     assert s3_server.secret_access_key not in (repo / ".dvc" / "config").read_text()
     assert s3_server.secret_access_key in (repo / ".dvc" / "config.local").read_text()
-    _run(["git", "check-ignore", "-q", ".dvc/config.local"], repo, env)
+    run_cmd(["git", "check-ignore", "-q", ".dvc/config.local"], repo, env)
 
     t0 = time.monotonic()
-    push = _run([dvc, "push"], repo, env)
+    push = run_cmd([dvc, "push"], repo, env)
     t_push = time.monotonic() - t0
     assert s3_server.secret_access_key not in push.stdout + push.stderr
     keys = [o["Key"] for o in s3_server.client().list_objects_v2(Bucket="sidn-data", Prefix=prefix)["Contents"]]
@@ -377,7 +352,7 @@ def test_dvc_push_wipe_pull_round_trip(s3_server, tmp_path):
     shutil.rmtree(repo / ".dvc" / "cache")
     shutil.rmtree(repo / "data" / "raw")
     t0 = time.monotonic()
-    _run([dvc, "pull"], repo, env)
+    run_cmd([dvc, "pull"], repo, env)
     t_pull = time.monotonic() - t0
     got = {p.relative_to(repo).as_posix(): p.read_bytes() for p in (repo / "data" / "raw").rglob("*") if p.is_file()}
     assert got == files
@@ -387,26 +362,9 @@ def test_dvc_push_wipe_pull_round_trip(s3_server, tmp_path):
 @pytest.mark.integration
 def test_mlflow_artifacts_live_in_the_s3_store(s3_server, tmp_path):
     stack = load_stack()
-    port = stack.free_ports(1)[0]
     prefix = f"mlflow-tests/{uuid.uuid4().hex[:8]}"
-    pm = stack.ProcessManager(tmp_path / "state")
-    env = stack.base_env({
-        **s3_server.env(),
-        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    })
-    uri = f"http://127.0.0.1:{port}"
-    spec = stack.ServiceSpec(
-        name="mlflow",
-        argv=[str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-              "--artifacts-destination", f"s3://sidn-mlflow/{prefix}"],
-        env=env,
-        port=port,
-        health=lambda: stack.http_get(f"{uri}/health")[0] == 200,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    started = pm.start(spec)
+    server = start_mlflow_s3(s3_server, tmp_path / "state", prefix)
+    uri = server.uri
     try:
         from mlflow import MlflowClient
         from mlflow.artifacts import download_artifacts
@@ -431,11 +389,11 @@ def test_mlflow_artifacts_live_in_the_s3_store(s3_server, tmp_path):
         # nothing secret in params or the server log
         params = client.get_run(run.info.run_id).data.params
         assert all(s3_server.secret_access_key not in v for v in params.values())
-        assert s3_server.secret_access_key not in (tmp_path / "state" / "logs" / "mlflow.log").read_text()
-        print(f"mlflow server healthy in {started.seconds:.1f}s")
+        assert s3_server.secret_access_key not in server.log.read_text()
+        print(f"mlflow server healthy in {server.startup_seconds:.1f}s")
     finally:
-        assert pm.stop("mlflow") in ("stopped", "killed")
-    assert stack.port_is_free(port)
+        assert server.stop() in ("stopped", "killed")
+    assert stack.port_is_free(server.port)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -444,7 +402,7 @@ def test_mlflow_artifacts_live_in_the_s3_store(s3_server, tmp_path):
 
 def _infra_env(state: Path, ports: dict[str, int]) -> dict:
     stack = load_stack()
-    env = _clean_env(SIDN_INFRA_DIR=str(state), SIDN_SWIFT_VENV=str(swift_venv()), SIDN_INFRA_START_TIMEOUT="150")
+    env = clean_env(SIDN_INFRA_DIR=str(state), SIDN_SWIFT_VENV=str(swift_venv()), SIDN_INFRA_START_TIMEOUT="150")
     for name, (var, _) in stack.PORT_DEFAULTS.items():
         env[var] = str(ports[name])
     return env

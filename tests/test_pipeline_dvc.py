@@ -10,8 +10,6 @@ skipped; nothing to do), and a failing validation that leaves none of the stage'
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers_pipeline import REPO, TINY
+from helpers_pipeline import REPO, TINY, make_tiny_repo, pipeline_env, run_python, set_tiny_params
 
 pytest_plugins = ["fixtures_prefect"]
 
@@ -125,57 +123,9 @@ def test_dvcignore_hides_scratch_and_prefect_results():
 # ---------------------------------------------------------------------------------------------
 
 
-def _copy_repo(dst: Path) -> Path:
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
-    for rel in filter(None, listed):
-        src = REPO / rel
-        if src.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    return dst
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PREFECT_API"))}
-    env.update({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-                "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-                "GX_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1"})
-    return env
-
-
-def _run(repo: Path, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, *args], cwd=repo, env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def _tiny(repo: Path, categories: list[str], **data: object) -> None:
-    raw = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in TINY.items():
-        raw[section].update(values)
-    raw["data"].update({"categories": categories, **data})
-    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-
-
 @pytest.fixture
 def repo_copy(tmp_path):
-    repo = _copy_repo(tmp_path / "repo")
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid"]
-    subprocess.run(git + ["init", "-q"], cwd=repo, check=True)
-    if not (repo / ".dvc" / "config").exists():
-        _run(repo, "-m", "dvc", "init", "-q")
-    dvc_yaml = (repo / "dvc.yaml").read_text()
-    for key, value in {"size": 64, "n_train": 12, "n_test_good": 3, "n_test_defect": 4}.items():
-        line = next(l for l in dvc_yaml.splitlines() if l.strip().startswith(f"{key}:"))
-        dvc_yaml = dvc_yaml.replace(line, f"{line.split(':')[0]}: {value}", 1)
-    (repo / "dvc.yaml").write_text(dvc_yaml)
-    _tiny(repo, ["carpet"], min_train_images=4)
-    subprocess.run(git + ["add", "-A"], cwd=repo, check=True)
-    subprocess.run(git + ["commit", "-q", "-m", "tiny"], cwd=repo, check=True)
-    return repo
+    return make_tiny_repo(tmp_path / "repo", ["carpet"])
 
 
 @pytest.mark.slow
@@ -183,7 +133,7 @@ def repo_copy(tmp_path):
 def test_dvc_repro_end_to_end(repo_copy, prefect_server):
     repo = repo_copy
     t0 = time.monotonic()
-    first = _run(repo, "-m", "dvc", "repro")
+    first = run_python(repo, "-m", "dvc", "repro")
     first_s = time.monotonic() - t0
     log = first.stdout + first.stderr
 
@@ -202,16 +152,16 @@ def test_dvc_repro_end_to_end(repo_copy, prefect_server):
     assert registered["categories"]["carpet"]["status"] == "registered", registered
     assert registered["tracking_uri"].startswith("sqlite:///") and (repo / "mlflow.db").is_file()
 
-    metrics = json.loads(_run(repo, "-m", "dvc", "metrics", "show", "--json").stdout)
+    metrics = json.loads(run_python(repo, "-m", "dvc", "metrics", "show", "--json").stdout)
     flat = json.dumps(metrics)
     for key in ("pixel_auroc", "aupro", "image_auroc", "threshold"):
         assert f'"{key}"' in flat, key
-    _run(repo, "-m", "dvc", "plots", "show", "-o", str(repo / "plots-html"))
+    run_python(repo, "-m", "dvc", "plots", "show", "-o", str(repo / "plots-html"))
     assert (repo / "plots-html" / "index.html").is_file()
 
     # nothing changed -> nothing runs
     t0 = time.monotonic()
-    second = _run(repo, "-m", "dvc", "repro")
+    second = run_python(repo, "-m", "dvc", "repro")
     second_s = time.monotonic() - t0
     assert "Running stage" not in second.stdout, second.stdout
     assert "didn't change" in second.stdout or "up to date" in second.stdout
@@ -225,14 +175,14 @@ def test_dvc_repro_end_to_end(repo_copy, prefect_server):
     assert summary["registered"]["categories"]["carpet"]["status"] == "registered"
 
     # a failing stage leaves none of its outputs behind, and says why
-    _tiny(repo, ["carpet"], min_train_images=1000)
-    failed = _run(repo, "-m", "dvc", "repro", check=False)
+    set_tiny_params(repo, ["carpet"], min_train_images=1000)
+    failed = run_python(repo, "-m", "dvc", "repro", check=False)
     text = failed.stdout + failed.stderr
     assert failed.returncode != 0
     assert "prepare FAILED" in text and "min_train_images" in text, text[-3000:]
     assert not c.validation.exists(), "DVC removed the outputs and the stage did not publish new ones"
     assert (c.work("prepare") / "validation.md").is_file(), "the readable report is kept for inspection"
-    assert "prepare@carpet" in _run(repo, "-m", "dvc", "status").stdout
+    assert "prepare@carpet" in run_python(repo, "-m", "dvc", "status").stdout
 
 
 @pytest.mark.slow
@@ -256,7 +206,7 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     ckpt = c.work("train") / "checkpoint.pt"
 
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.stages.train", "carpet", str(c.train_dir),
-                             "--quiet", "--params", str(params)], cwd=REPO, env=_env(),
+                             "--quiet", "--params", str(params)], cwd=REPO, env=pipeline_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
