@@ -238,9 +238,11 @@ def download_bundle(name: str, version: int, dst: Path, client: "MlflowClient | 
     import mlflow
 
     client = _client(client)
+    # the version's storage URI from this client's registry: a "models:/" URI would be resolved
+    # through the process-wide default registry instead
+    source = client.get_model_version_download_uri(name, str(version))
     local = Path(mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{version}", dst_path=str(dst), tracking_uri=client.tracking_uri,
-        registry_uri=client._registry_uri,
+        artifact_uri=source, dst_path=str(dst), tracking_uri=client.tracking_uri
     ))
     found = sorted(local.glob("artifacts/*.pt")) or sorted(local.rglob("*.pt"))
     if not found:

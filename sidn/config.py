@@ -77,12 +77,14 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
-    lr: float = 1e-4  # paper: Adam, 1e-4
+    # The CPU budget (whole default pipeline < 20 min on 2 cores); the `paper` profile in
+    # params.yaml restores the paper's lr 1e-4 on whole images for a long GPU run.
+    lr: float = 1e-3  # paper: Adam, 1e-4; 1e-3 for the short CPU budget (measured, see README)
     batch_size: int = 16  # paper: 16
-    crop_size: int = 0  # our choice: 0 = whole images (paper); N = random NxN windows (multiple of 16)
-    steps: int = 80  # CPU default budget (whole default pipeline < 20 min on 2 cores); `paper` profile: 30000
+    crop_size: int = 128  # our choice: random NxN training windows (multiple of 16); 0 = whole images (paper)
+    steps: int = 150  # CPU budget; `paper` profile: 30000
     max_minutes: float = 0.0  # 0 = no time budget
-    val_every: int = 40
+    val_every: int = 50
     checkpoint_every: int = 50
     seed: int = 0
     device: str = "auto"  # auto = cuda if present else cpu
