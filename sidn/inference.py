@@ -25,7 +25,6 @@ given. An uncalibrated model still yields maps and scores; masks are then ``None
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
 from sidn.config import InferConfig
+from sidn.fast_model import make_fast, mode_of
 
 
 class UncalibratedModelError(RuntimeError):
@@ -84,7 +84,9 @@ def anomaly_maps(
     Runs in eval mode under ``torch.inference_mode`` in batches of ``batch_size`` (the
     model's train/eval mode is restored afterwards). Inputs are passed in channels_last
     memory format; the model's own weight layout is left alone (``SIDN`` stores its weights
-    channels_last by default). ``fast=True`` enables bf16 autocast (float32 otherwise).
+    channels_last by default). ``fast=True`` runs :func:`sidn.fast_model.make_fast` of the
+    model (the mode ``sidn bench`` reports; a SIDN is prepared anew at each call, so pass an
+    already prepared model, as :class:`Predictor` does, when calling repeatedly).
     Output is float32 on the CPU. ``S`` must suit the model (multiples of 16 for SIDN).
     """
     x_all = np.asarray(images_resized, dtype=np.float32)
@@ -93,23 +95,23 @@ def anomaly_maps(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     dev = torch.device(device) if device is not None else _model_device(model)
+    if fast:
+        model = make_fast(model, dev)
     out = np.empty_like(x_all)
     was_training = model.training
     model.eval()
     try:
         for i in range(0, len(x_all), batch_size):
             xb = torch.from_numpy(x_all[i : i + batch_size]).unsqueeze(1).to(dev)
-            out[i : i + batch_size] = _forward_fused(model, xb, dev, fast)
+            out[i : i + batch_size] = _forward_fused(model, xb)
     finally:
         model.train(was_training)
     return out
 
 
-def _forward_fused(model: nn.Module, xb: torch.Tensor, dev: torch.device, fast: bool) -> np.ndarray:
+def _forward_fused(model: nn.Module, xb: torch.Tensor) -> np.ndarray:
     xb = xb.contiguous(memory_format=torch.channels_last)
-    autocast = (torch.autocast(device_type=dev.type, dtype=torch.bfloat16) if fast
-                else contextlib.nullcontext())
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode():
         fused = model(xb).fused
     if fused.shape != xb.shape:
         raise ValueError(f"model returned fused map of shape {tuple(fused.shape)} for input {tuple(xb.shape)}")
@@ -286,8 +288,9 @@ class Predictor:
     """Maps, scores, masks and regions for images of any size (Sec. III-E).
 
     ``threshold`` overrides ``model.threshold``; the model's buffer is read at every call, so
-    a threshold written by calibration is picked up. ``fast`` enables bf16 autocast in
-    :func:`anomaly_maps`.
+    a threshold written by calibration is picked up. ``fast=True`` serves the maps from
+    :func:`sidn.fast_model.make_fast` of the model, prepared here once (a snapshot of the
+    weights; ``fast_mode`` names it); ``fast=False`` from the model itself (``"model"``).
     """
 
     def __init__(self, model: nn.Module, infer: InferConfig, image_size: int, device: str | torch.device = "cpu",
@@ -301,7 +304,13 @@ class Predictor:
         self.infer = infer
         self.image_size = int(image_size)
         self.fast = fast
+        self.net = make_fast(self.model, self.device) if fast else self.model  # what computes the maps
         self._threshold = _finite_or_none(threshold)
+
+    @property
+    def fast_mode(self) -> str:
+        """How the maps are computed: a :func:`sidn.fast_model.make_fast` mode, or ``"model"``."""
+        return mode_of(self.net)
 
     @property
     def threshold(self) -> float | None:
@@ -328,7 +337,7 @@ class Predictor:
         small_idx = []
         for i, im in enumerate(imgs):
             if inf.tile and (im.shape[0] > s or im.shape[1] > s):
-                raw[i] = tiled_anomaly_map(self.model, im, s, inf.tile_overlap, inf.batch_size, self.fast, self.device)
+                raw[i] = tiled_anomaly_map(self.net, im, s, inf.tile_overlap, inf.batch_size, device=self.device)
             else:
                 small_idx.append(i)
         if small_idx:
@@ -336,7 +345,7 @@ class Predictor:
                 imgs[i] if imgs[i].shape == (s, s) else cv2.resize(imgs[i], (s, s), interpolation=cv2.INTER_AREA)
                 for i in small_idx
             ])
-            out = anomaly_maps(self.model, batch, batch_size=inf.batch_size, fast=self.fast, device=self.device)
+            out = anomaly_maps(self.net, batch, batch_size=inf.batch_size, device=self.device)
             for i, m in zip(small_idx, out):
                 raw[i] = m
         return [resize_map(median_filter(m, inf.median_kernel), im.shape) for m, im in zip(raw, imgs)]

@@ -233,11 +233,13 @@ def test_device_helpers():
 
 def test_bench_keys_tiny():
     from sidn.bench import REQUIRED_KEYS, format_bench, run_bench
+    from sidn.fast_model import fast_mode
 
-    d = run_bench(image_size=SIZE, repeats=1, batch=2, matmul_size=128, try_jit=False, train_repeats=1)
+    d = run_bench(image_size=SIZE, repeats=1, batch=2, matmul_size=128, train_repeats=1)
     for k in REQUIRED_KEYS:
         assert k in d, k
-    assert d["max_abs_diff_fast"] <= 1e-2
+    assert d["max_abs_diff_fast"] <= 1e-2 and d["fast_within_tolerance"]
+    assert d["fast_mode"] == fast_mode("cpu")  # the bench times the mode the Predictor serves
     assert d["gflop_per_image"] > 0 and d["peak_rss_mb"] > 0
     assert "ms/image" in format_bench(d)
 

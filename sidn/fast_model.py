@@ -1,0 +1,280 @@
+"""Fast inference form of SIDN: the one "fast mode" that ``sidn bench`` times and the Predictor serves.
+
+:func:`make_fast` turns a :class:`~sidn.model.sidn.SIDN` into a :class:`FastSIDN`: an
+inference-only copy that returns the same typed :class:`~sidn.model.sidn.SIDNOutput` (all
+tensors float32). Its ``mode`` names the steps applied, joined by ``+``:
+
+* ``foldbn``: every eval-mode BatchNorm2d is folded into the (transposed) convolution right
+  before it (:func:`fold_batchnorm`); exact up to float rounding (~1e-6).
+* ``bf16``: weights stored in bfloat16 and the network run in bf16 end to end, where the
+  device computes bf16 natively (oneDNN AVX512-BF16/AMX on the CPU, CUDA with bf16 support;
+  :func:`sidn.device.bf16_autocast_supported`). The arithmetic is that of ``torch.autocast``
+  (the GSRM softmax stays fp32, as in the model) without autocast's per-call weight casts.
+* ``fp32tail``: the last full-resolution deconvolution block and the head of both SM branches
+  keep fp32 weights and run in fp32 (:func:`fp32_tail`). Their outputs become the logits of
+  eq. (3)-(4); rounded to bf16 they put the fused map (eq. 26) ~2e-2 off fp32 on a network with
+  a realistic logit spread, in fp32 it stays ~6e-3 off (< :data:`MAX_FAST_DIFF`).
+* ``channels_last``: weights and input in NHWC, oneDNN's fast layout.
+* ``onednn``: (CPU with oneDNN only) each convolution runs as one oneDNN primitive with its
+  ReLU and, in a residual block, the skip addition fused in (:class:`FusedConv`,
+  ``torch.ops.mkldnn._convolution_pointwise``, the kernels ``torch.compile`` emits on the CPU),
+  its weights reordered once into oneDNN's blocked layout for the first input shape it sees.
+  This removes the separate ReLU/add passes over the activations, the per-call weight
+  reorders and most of the module calls, without compiling anything.
+
+Without native bf16 the mode drops ``bf16`` and ``fp32tail`` (same results as the model, up to
+rounding). Models that are not a SIDN (an :class:`sidn.export.OnnxModel`, a test stand-in) are
+returned unchanged. The copy is a snapshot: weights changed afterwards are not seen.
+
+Measured on the 2-core AVX512-BF16/AMX CPU this was written on, under other people's load, as
+ratios of interleaved runs (batch 1, 256x256) to bf16 ``torch.autocast`` of the folded model
+with the fp32 tail (the previous fast mode; plain autocast without the tail is no faster and
+~2e-2 off): bf16 weights ~0.9; + ``onednn`` (this mode) 0.7-0.83 (2 threads, wall: 0.74-0.80);
+``torch.compile`` (inductor with freezing, which emits the same oneDNN kernels) 0.7-0.76 but
+only after 10-65 s of compilation per process and input shape; ``torch.jit.trace`` + ``freeze``
+0.82-0.89 (no fusion on the CPU, and deprecated in torch 2.13); onnxruntime (fp32 only, 2
+threads, all graph optimisations) ~2; plain fp32 2.2-2.6. fp16 for the tail is slower than
+fp32 here (no AMX-FP16), a bf16 tail misses the tolerance (~2e-2).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+from torch import Tensor, nn
+
+from sidn.device import bf16_autocast_supported
+from sidn.model.fem import ResidualBlock
+from sidn.model.sidn import SIDN, SIDNOutput
+
+MAX_FAST_DIFF = 1e-2  # max |fused_fast - fused_fp32| the fast mode is held to (bench, tests)
+_CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+# ------------------------------------------------------------------------------ BN folding
+
+
+def _fuse(conv: nn.Module | None, bn: nn.Module | None) -> nn.Module | None:
+    """``conv`` with ``bn`` folded in, or None if the pair is not a conv + tracked BatchNorm2d."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if isinstance(conv, _CONVS) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+        return fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
+    return None
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Eval-mode copy of ``model`` with every BatchNorm2d folded into the conv right before it.
+
+    Handles ``nn.Sequential`` (conv, bn, ...: the stem, the skips, the SM blocks) and modules
+    with ``convN`` / ``bnN`` attribute pairs (the FEM/FSEM residual block); the BN becomes an
+    ``nn.Identity``. Other BatchNorms are left alone. ``model`` itself is not modified.
+    """
+    model = copy.deepcopy(model).eval()
+    for module in list(model.modules()):
+        children = module._modules
+        if isinstance(module, nn.Sequential):
+            pairs = list(zip(children, list(children)[1:]))
+        else:
+            pairs = [(n, "bn" + n[len("conv"):]) for n in children if n.startswith("conv")]
+        for conv_name, bn_name in pairs:
+            fused = _fuse(children[conv_name], children.get(bn_name))
+            if fused is not None:
+                children[conv_name] = fused
+                children[bn_name] = nn.Identity()
+    return model
+
+
+# ------------------------------------------------------------------------------ fp32 tail
+
+
+class Cast(nn.Module):
+    """Runs the wrapped module on its input cast to ``dtype``, with autocast off."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.module = module
+        self.dtype = dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.module(x.to(self.dtype))
+
+
+def fp32_tail(model: SIDN, fp32: SIDN) -> SIDN:
+    """Give ``model`` (a bf16 copy) the last SM deconvolution block and head of ``fp32``, run in fp32.
+
+    In place, for both branches: the layers are taken from ``fp32`` (the same network in
+    float32, not a copy rounded to bf16) and wrapped in ``Cast(float32)``. Returns ``model``.
+    """
+    for sm, sm32 in ((model.sm_t, fp32.sm_t), (model.sm_d, fp32.sm_d)):
+        last = len(sm.blocks) - 1
+        sm.blocks[last] = Cast(sm32.blocks[last], torch.float32)
+        sm.head = Cast(sm32.head, torch.float32)
+    return model
+
+
+# ------------------------------------------------------------------------------ oneDNN fusion
+
+
+class FusedConv(nn.Module):
+    """A (transposed) 2-D convolution as one oneDNN primitive: ``relu?(conv(x) [+ residual])``.
+
+    CPU only. The weight is reordered into oneDNN's blocked layout on the first call, for that
+    call's input shape (other shapes still work). Built from a bias-free or biased conv whose
+    BatchNorm was already folded in.
+    """
+
+    def __init__(self, conv: nn.Conv2d | nn.ConvTranspose2d, relu: bool) -> None:
+        super().__init__()
+        self.transposed = isinstance(conv, nn.ConvTranspose2d)
+        self.padding, self.stride = list(conv.padding), list(conv.stride)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.output_padding = list(conv.output_padding) if self.transposed else []
+        self.relu = relu
+        self.weight = nn.Parameter(conv.weight.detach(), requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach(), requires_grad=False)
+        self._packed: Tensor | None = None
+
+    def _pack(self, shape: list[int]) -> Tensor:
+        mk = torch.ops.mkldnn
+        w = self.weight.detach()
+        if self.transposed:
+            return mk._reorder_convolution_transpose_weight(
+                w, self.padding, self.output_padding, self.stride, self.dilation, self.groups, shape)
+        return mk._reorder_convolution_weight(w, self.padding, self.stride, self.dilation, self.groups, shape)
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        if self._packed is None:  # a concurrent first call packs twice, harmlessly
+            self._packed = self._pack(list(x.shape))
+        mk, w, b, act = torch.ops.mkldnn, self._packed, self.bias, "relu" if self.relu else "none"
+        if residual is not None:
+            return mk._convolution_pointwise(x, residual, w, b, self.padding, self.stride, self.dilation,
+                                             self.groups, "add", 1.0, act, [], "")
+        if self.transposed:
+            return mk._convolution_transpose_pointwise(x, w, b, self.padding, self.output_padding, self.stride,
+                                                       self.dilation, self.groups, act, [], "")
+        return mk._convolution_pointwise(x, w, b, self.padding, self.stride, self.dilation, self.groups, act, [], "")
+
+
+class FusedResidualBlock(nn.Module):
+    """:class:`~sidn.model.fem.ResidualBlock` (BN folded) as ``relu(conv2(relu(conv1(x))) + skip(x))``."""
+
+    def __init__(self, block: ResidualBlock) -> None:
+        super().__init__()
+        self.conv1 = FusedConv(block.conv1, relu=True)
+        self.conv2 = FusedConv(block.conv2, relu=True)  # ReLU after the skip addition
+        self.skip = FusedConv(block.skip[0], relu=False) if isinstance(block.skip, nn.Sequential) else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv2(self.conv1(x), residual=x if self.skip is None else self.skip(x))
+
+
+def _plain_conv(m: nn.Module) -> bool:
+    return isinstance(m, _CONVS) and m.padding_mode == "zeros" and not isinstance(m.padding, str)
+
+
+def _folded(module: nn.Module) -> bool:
+    """True if ``module`` holds only plain convs, ReLUs and Identities (its BNs folded away)."""
+    return all(_plain_conv(m) or isinstance(m, (nn.Identity, nn.ReLU, nn.Sequential))
+               for m in module.modules() if m is not module)
+
+
+def _fused(module: nn.Module) -> nn.Module | None:
+    """The oneDNN-fused replacement of one folded block, or None to leave it (and descend)."""
+    if isinstance(module, ResidualBlock) and _folded(module):
+        return FusedResidualBlock(module)
+    if isinstance(module, nn.Sequential) and len(module) and _plain_conv(module[0]) and _folded(module):
+        kinds = [type(m) for m in module]
+        if kinds[1:] in ([nn.Identity], [nn.Identity, nn.ReLU], [nn.ReLU]):  # conv [bn] [relu]
+            return FusedConv(module[0], relu=nn.ReLU in kinds)
+    if _plain_conv(module):
+        return FusedConv(module, relu=False)
+    return None
+
+
+def fuse_onednn(model: nn.Module) -> nn.Module:
+    """Replace (in place) folded conv [+ ReLU] blocks and residual blocks by oneDNN-fused ones."""
+    for name, child in list(model._modules.items()):
+        new = _fused(child)
+        if new is None:
+            fuse_onednn(child)
+        else:
+            model._modules[name] = new
+    return model
+
+
+def _onednn_ok(device: torch.device) -> bool:
+    mk = torch.ops.mkldnn
+    needed = ("_convolution_pointwise", "_convolution_transpose_pointwise", "_reorder_convolution_weight",
+              "_reorder_convolution_transpose_weight")
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and all(hasattr(mk, n) for n in needed)
+
+
+# ------------------------------------------------------------------------------ fast model
+
+
+def fast_mode(device: torch.device | str) -> str:
+    """Name of the mode :func:`make_fast` uses for a SIDN on ``device`` (steps joined by ``+``)."""
+    dev = torch.device(device)
+    parts = ["foldbn"]
+    if bf16_autocast_supported(dev, require_native=True):
+        parts += ["bf16", "fp32tail"]
+    parts.append("channels_last")
+    if _onednn_ok(dev):
+        parts.append("onednn")
+    return "+".join(parts)
+
+
+class FastSIDN(nn.Module):
+    """Inference-only stand-in for a SIDN, built by :func:`make_fast`.
+
+    ``forward(x [B,1,H,W])`` returns a :class:`SIDNOutput` whose tensors are all float32, like
+    the model's (no gradients). ``mode`` names the preparation (see the module docstring).
+    """
+
+    def __init__(self, net: SIDN, mode: str) -> None:
+        super().__init__()
+        self.net = net
+        self.mode = mode
+        self.dtype = torch.bfloat16 if "bf16" in mode.split("+") else torch.float32
+
+    def forward(self, x: Tensor) -> SIDNOutput:
+        with torch.inference_mode():
+            out = self.net(x.to(self.dtype).contiguous(memory_format=torch.channels_last))
+            return SIDNOutput(**{f.name: None if (v := getattr(out, f.name)) is None else v.float()
+                                 for f in dataclasses.fields(out)})
+
+
+def make_fast(model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
+    """The fast inference form of ``model`` (see the module docstring); ``model`` is not modified.
+
+    ``device`` defaults to the model's. A :class:`FastSIDN` or any model that is not a SIDN is
+    returned as is (:func:`mode_of` tells which).
+    """
+    if isinstance(model, FastSIDN) or not isinstance(model, SIDN):
+        return model
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    mode = fast_mode(dev)
+    parts = mode.split("+")
+    net = fold_batchnorm(model).to(dev)
+    if "bf16" in parts:
+        net = fp32_tail(copy.deepcopy(net).to(torch.bfloat16), net)
+    net.channels_last = True
+    net.to(memory_format=torch.channels_last)
+    if "onednn" in parts:
+        fuse_onednn(net)
+    return FastSIDN(net, mode).eval()
+
+
+def mode_of(model: nn.Module) -> str:
+    """The ``mode`` of a :class:`FastSIDN`, ``"model"`` for any other module (run as is)."""
+    return model.mode if isinstance(model, FastSIDN) else "model"
+
+
+__all__ = [
+    "FastSIDN", "FusedConv", "FusedResidualBlock", "Cast", "make_fast", "mode_of", "fast_mode", "fold_batchnorm",
+    "fp32_tail", "fuse_onednn", "MAX_FAST_DIFF",
+]
