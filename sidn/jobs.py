@@ -20,7 +20,7 @@ from sidn.data.dgm import make_validation_set
 from sidn.data.mvtec import build_manifest, load_images, read_image, read_mask, split_holdout
 from sidn.inference import Prediction, Predictor
 from sidn.io import atomic_write, atomic_write_json
-from sidn.metrics import aupro, image_auroc, pixel_auroc, pro_curve_points, roc_curve_points
+from sidn.metrics import RankedPixels, image_auroc, pixel_auroc_per_image
 from sidn.train import TrainResult, train
 
 
@@ -74,12 +74,12 @@ def _ground_truth(row: pd.Series) -> np.ndarray:
     return np.zeros((int(row["height"]), int(row["width"])), dtype=np.uint8)
 
 
-def _metrics(maps: list[np.ndarray], masks: list[np.ndarray], scores: list[float], labels: list[int]) -> dict:
+def _metrics(pixels: RankedPixels, scores: list[float], labels: list[int]) -> dict:
     return {
-        "pixel_auroc": pixel_auroc(maps, masks),
-        "aupro": aupro(maps, masks),
+        "pixel_auroc": pixels.pixel_auroc(),
+        "aupro": pixels.aupro(),
         "image_auroc": image_auroc(scores, labels),
-        "n_images": len(maps),
+        "n_images": pixels.n_images,
     }
 
 
@@ -88,7 +88,8 @@ def evaluate_category(
 ) -> dict:
     """Pixel AUROC, AUPRO and image AUROC on the test split, at the masks' original resolution.
 
-    Per defect type, the metrics use that type's images plus all ``test/good`` images.
+    Per defect type, the metrics use that type's images plus all ``test/good`` images. The test
+    pixels are sorted once (:class:`sidn.metrics.RankedPixels`); each defect type is a subset.
     Writes ``metrics.json``, ``roc.csv``, ``pro.csv``, ``scores.csv`` and ``overlays/``.
     """
     out_dir = Path(out_dir)
@@ -101,19 +102,22 @@ def evaluate_category(
     scores = [p.score for p in predictions]
     labels = test["label"].astype(int).tolist()
 
-    metrics = {"category": category, **_metrics(maps, masks, scores, labels), "per_defect": {}}
-    good = test.index[test["defect_type"] == "good"].tolist()
-    for defect_type in sorted(set(test["defect_type"]) - {"good"}):
-        idx = test.index[test["defect_type"] == defect_type].tolist() + good
+    pixels = RankedPixels(maps, masks)
+    metrics = {"category": category, **_metrics(pixels, scores, labels), "per_defect": {}}
+    defect_types = test["defect_type"].to_numpy()
+    for defect_type in sorted(set(defect_types) - {"good"}):
+        idx = np.flatnonzero((defect_types == defect_type) | (defect_types == "good"))
         metrics["per_defect"][defect_type] = _metrics(
-            [maps[i] for i in idx], [masks[i] for i in idx], [scores[i] for i in idx], [labels[i] for i in idx]
+            pixels.subset(idx), [scores[i] for i in idx], [labels[i] for i in idx]
         )
+    roc, pro = pixels.roc_curve_points(), pixels.pro_curve_points()
+    del pixels  # the sorted pixels are the largest buffer here
 
-    per_image = [pixel_auroc([m], [g]) if g.any() and not g.all() else float("nan") for m, g in zip(maps, masks)]
+    per_image = pixel_auroc_per_image(maps, masks)
     table = test[["path", "defect_type", "label"]].assign(score=scores, pixel_auroc_img=per_image)
     atomic_write(out_dir / "scores.csv", lambda tmp: table.to_csv(tmp, index=False))
-    atomic_write(out_dir / "roc.csv", lambda tmp: roc_curve_points(maps, masks).to_csv(tmp, index=False))
-    atomic_write(out_dir / "pro.csv", lambda tmp: pro_curve_points(maps, masks).to_csv(tmp, index=False))
+    atomic_write(out_dir / "roc.csv", lambda tmp: roc.to_csv(tmp, index=False))
+    atomic_write(out_dir / "pro.csv", lambda tmp: pro.to_csv(tmp, index=False))
     _write_overlays(test, table, predictions, masks, out_dir / "overlays", overlays)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics

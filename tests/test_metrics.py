@@ -2,6 +2,7 @@
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -197,3 +198,125 @@ def test_threshold_between():
     assert np.float32(t) >= lo and np.float32(t) < hi
     assert M.threshold_between(0.5, None) == 0.5
     assert np.float32(M.threshold_between(None, 0.5)) < np.float32(0.5)
+
+
+# --------------------------------------------------------------------------------------
+# RankedPixels: one sort, subsets without re-sorting
+
+
+def _typed_case(seed: int, decimals: int | None, shape=(20, 24)):
+    """Seven images: two good, then two or three of each of two defect types; ties when ``decimals``."""
+    rng = np.random.default_rng(seed)
+    masks = []
+    for i in range(7):
+        m = np.zeros(shape, np.uint8)
+        for _ in range(0 if i < 2 else int(rng.integers(1, 4))):
+            y, x = rng.integers(0, shape[0] - 4), rng.integers(0, shape[1] - 4)
+            m[y : y + rng.integers(1, 5), x : x + rng.integers(1, 5)] = 1
+        masks.append(m)
+    maps = [(rng.random(shape) + 0.4 * m - 0.5).astype(np.float32) for m in masks]  # negative scores too
+    if decimals is not None:
+        maps = [np.round(a, decimals).astype(np.float32) for a in maps]
+    maps[0][0, :3] = [-0.0, 0.0, -0.0]  # -0.0 ties with 0.0
+    return maps, masks
+
+
+def _all_metrics(r):
+    return (r.pixel_auroc(), r.aupro(), r.aupro(0.05), r.aupro(1.0), r.roc_curve_points(40),
+            r.pro_curve_points(0.3, 40), r.pro_curve_points(1.0, 40))
+
+
+def _assert_same(a, b, exact: bool):
+    for x, y in zip(a, b):
+        if isinstance(x, float):
+            assert x == y if exact else x == pytest.approx(y, rel=1e-12, abs=1e-12)
+        else:
+            pd.testing.assert_frame_equal(x, y, check_exact=exact, rtol=1e-12, atol=1e-12)
+
+
+def test_ranked_pixels_holds_every_pixel_sorted():
+    maps, masks = _typed_case(0, decimals=1)
+    r = M.RankedPixels(maps, masks)
+    flat = np.concatenate([a.ravel() for a in maps])
+    assert np.array_equal(r.scores, np.sort(flat)[::-1]) and r.scores.dtype == np.float32
+    image = np.repeat(np.arange(len(maps)), maps[0].size)
+    labels = np.concatenate([m.ravel() != 0 for m in masks])
+    inv = []
+    for m in masks:
+        _, lab = cv2.connectedComponents(m, connectivity=8)
+        area = np.bincount(lab.ravel())
+        inv.append(np.where(lab > 0, 1.0 / area[lab], 0.0).ravel())
+    inv = np.concatenate(inv)
+
+    def rows(*columns):  # (score, image, label, 1/area) per pixel, as a sorted table
+        return np.stack(columns)[:, np.lexsort(columns[::-1])]
+
+    assert np.array_equal(rows(flat, image, labels, inv), rows(r.scores, r.image, r.labels, r.inv_area))
+    assert (r.n_images, r.n_good, r.n_defect) == (7, int((~labels).sum()), int(labels.sum()))
+    assert r.n_regions == sum(cv2.connectedComponents(m, connectivity=8)[0] - 1 for m in masks)
+
+
+@pytest.mark.parametrize("decimals", [None, 1, 2])
+def test_subset_equals_direct_computation(decimals):
+    maps, masks = _typed_case(1, decimals)
+    r = M.RankedPixels(maps, masks)
+    for idx in ([0, 1, 2, 3], [0, 1, 4, 5, 6], [2, 5], [3]):
+        direct = _all_metrics(M.RankedPixels([maps[i] for i in idx], [masks[i] for i in idx]))
+        sub = r.subset(idx)
+        assert sub.n_images == len(idx) and np.array_equal(np.unique(sub.image), np.arange(len(idx)))
+        _assert_same(_all_metrics(sub), direct, exact=True)
+        _assert_same(_all_metrics(r.subset(idx[::-1])), direct, exact=True)  # the subset keeps index order
+        # the public functions on the subset's images in another order: PRO sums may differ in the last bits
+        rev = idx[::-1]
+        _assert_same((M.pixel_auroc([maps[i] for i in rev], [masks[i] for i in rev]),
+                      M.aupro([maps[i] for i in rev], [masks[i] for i in rev])), direct[:2], exact=False)
+    # subset of a subset: indices refer to the subset's own (ascending) numbering
+    _assert_same(_all_metrics(r.subset([1, 3, 4, 6]).subset([0, 2])), _all_metrics(r.subset([1, 4])), exact=True)
+
+
+def test_subset_matches_sklearn_and_bruteforce():
+    maps, masks = _typed_case(2, decimals=2)
+    r = M.RankedPixels(maps, masks)
+    idx = [0, 1, 5, 6]
+    y = np.concatenate([masks[i].ravel() for i in idx])
+    s = np.concatenate([maps[i].ravel() for i in idx])
+    assert r.subset(idx).pixel_auroc() == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    ref = _aupro_bruteforce([maps[i] for i in idx], [masks[i] for i in idx], 0.3)
+    assert r.subset(idx).aupro() == pytest.approx(ref, abs=1e-9)
+
+
+def test_sweeps_do_not_depend_on_chunk_size(monkeypatch):
+    maps, masks = _typed_case(3, decimals=2)
+    whole = _all_metrics(M.RankedPixels(maps, masks))
+    monkeypatch.setattr(M, "CHUNK", 7)
+    _assert_same(_all_metrics(M.RankedPixels(maps, masks)), whole, exact=True)
+    assert M.pixel_auroc_per_image(maps, masks)[2] == M.pixel_auroc([maps[2]], [masks[2]])
+
+
+def test_subset_degenerate_and_invalid():
+    maps, masks = _typed_case(4, decimals=2)
+    r = M.RankedPixels(maps, masks)
+    good = r.subset([0, 1])
+    with pytest.warns(UserWarning, match="needs both classes"):
+        assert np.isnan(good.pixel_auroc())
+    with pytest.warns(UserWarning, match="0 regions"):
+        assert np.isnan(good.aupro())
+    with pytest.warns(UserWarning):
+        assert good.pro_curve_points().empty and good.roc_curve_points().empty
+    with pytest.raises(ValueError, match="distinct"):
+        r.subset([2, 2])
+    with pytest.raises(IndexError):
+        r.subset([7])
+    with pytest.raises(ValueError, match="at least one"):
+        r.subset([])
+    with pytest.raises(ValueError, match="fpr_limit"):
+        r.aupro(0.0)
+
+
+def test_pixel_auroc_per_image():
+    maps, masks = _typed_case(5, decimals=2)
+    masks[6] = np.ones_like(masks[6])
+    got = M.pixel_auroc_per_image(maps, masks)
+    assert np.isnan(got[[0, 1, 6]]).all()
+    for i in range(2, 6):
+        assert got[i] == pytest.approx(roc_auc_score(masks[i].ravel(), maps[i].ravel()), abs=1e-12)
