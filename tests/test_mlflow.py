@@ -160,7 +160,7 @@ def test_flatten_config_and_data_version(tmp_path):
 
     cfg = SIDNConfig()
     flat = flatten_config(cfg)
-    assert flat["train.lr"] == "0.0001" and flat["dgm.sources.blur"] == "0.15"
+    assert flat["train.lr"] == str(cfg.train.lr) and flat["dgm.sources.blur"] == "0.15"
     assert flat["data.categories"].startswith('["carpet"')
     lock = tmp_path / "dvc.lock"
     assert data_version(cfg, "carpet", lock) == "unknown"
@@ -232,7 +232,7 @@ def test_category_run_lands_with_params_metrics_artifacts_tags(mlflow_env, bundl
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and client.get_run(parent).info.status == "FINISHED"
     assert run.data.tags["mlflow.parentRunId"] == parent
-    assert run.data.params["train.lr"] == "0.0001" and run.data.params["model.channels"] == "4"
+    assert run.data.params["train.lr"] == str(SIDNConfig().train.lr) and run.data.params["model.channels"] == "4"
     assert run.data.params["category"] == CATEGORY and run.data.params["dataset"] == "tiny-dataset"
     m = run.data.metrics
     assert m["pixel_auroc"] == pytest.approx(0.95) and m["aupro"] == pytest.approx(0.85)
