@@ -171,8 +171,10 @@ def sample_batch(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``(I_p [B,h,w], donors [M,h,w])`` from the training images.
 
-    With ``crop_size`` > 0 every image (and donor) is a random ``crop_size`` window, so a step
-    costs ``(crop_size / H)^2`` of a whole-image step (``train.crop_size``).
+    With ``crop_size`` > 0 every image (and donor) is a random ``crop_size`` window
+    (``train.crop_size``; at 128 of 256 a step costs about 0.4 of a whole-image step). The DGM
+    then treats the window as its image: defect areas (``dgm.*_area_fraction``) and the widths
+    of blur/contrast sources are relative to the window, i.e. smaller than on whole images.
     Donors (for the DGM's ``foreign_patch`` source) are a second independent draw of up to
     ``batch_size`` distinct training images, not augmented.
     """
