@@ -62,6 +62,20 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def apply_profile(raw: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with each ``section.key`` of ``profile`` replaced whole, as ``dvc exp run -S section.key=...`` does.
+
+    A profile's ``dgm.sources: {paper: 1.0}`` therefore means Gaussian noise only, on the Prefect
+    route as on the DVC route, instead of being merged into the other sources' shares.
+    """
+    out = copy.deepcopy(raw)
+    for section, values in profile.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"profile section '{section}' must be a mapping of keys, got {type(values).__name__}")
+        out.setdefault(section, {}).update(copy.deepcopy(values))
+    return out
+
+
 def profile_names(path: str | Path = PARAMS_FILE) -> list[str]:
     return sorted((read_raw(path).get("profiles") or {}).keys())
 
@@ -81,7 +95,7 @@ def load_params(
     path = Path(path)
     raw = read_raw(path)
     if profile:
-        raw = _merge(raw, _profile(raw, profile, path))
+        raw = apply_profile(raw, _profile(raw, profile, path))
     raw.pop("profiles", None)
     cfg = SIDNConfig.from_dict(raw, source=str(path))
     return apply_overrides(cfg, list(overrides or []))

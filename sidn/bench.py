@@ -36,10 +36,12 @@ import sys
 import time
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from sidn.config import SIDNConfig
+from sidn.cpu import cpu_info
 from sidn.device import amp_enabled, autocast, bf16_autocast_supported, describe
 from sidn.fast_model import MAX_FAST_DIFF, make_fast, mode_of
 
@@ -191,6 +193,22 @@ def _train_ms_per_image(cfg: SIDNConfig, model: nn.Module, image_size: int, batc
     return sec * 1000.0 / batch, use_amp
 
 
+def dgm_ms_per_image(cfg: SIDNConfig, image_size: int, batch: int, repeats: int) -> float:
+    """Milliseconds the DGM (eq. 1) and batch sampling take per training image, on one core."""
+    from sidn.data.dgm import DefectGenerator
+    from sidn.train import sample_batch
+
+    rng = np.random.default_rng(0)
+    images = np.random.default_rng(1).random((32, image_size, image_size), dtype=np.float32)
+    dgm = DefectGenerator(cfg.dgm)
+
+    def make() -> None:
+        clean, donors = sample_batch(images, batch, rng, cfg.train.augment, cfg.train.crop_size)
+        dgm(clean, rng, donors=donors)
+
+    return _timeit(make, repeats, warmup=1) * 1000.0 / batch
+
+
 def run_bench(
     image_size: int = 256,
     repeats: int = 3,
@@ -261,6 +279,12 @@ def run_bench(
     # training
     say("training step")
     train_ms, train_amp = _train_ms_per_image(cfg, model, image_size, batch, train_repeats or max(1, repeats), dev)
+    train_peak = mm_bf16 if train_amp else mm_fp32
+    train_gflops = 3.0 * gflop / (train_ms / 1000.0)  # forward + backward ~ 3x the forward FLOPs
+    say("DGM")
+    dgm_cfg = SIDNConfig()
+    dgm_cfg.train.crop_size = 0
+    dgm_ms = dgm_ms_per_image(dgm_cfg, image_size, batch, max(1, repeats))
 
     out: dict[str, Any] = {
         "infer_ms_fp32_bs1": round(ms_fp32_bs1, 3),
@@ -270,6 +294,10 @@ def run_bench(
         "fast_mode": fast_mode,
         "max_abs_diff_fast": float(f"{fast_diff:.3g}"),
         "train_ms_per_image": round(train_ms, 3),
+        "train_peak_fraction": round(train_gflops / train_peak, 4),
+        "dgm_ms_per_image": round(dgm_ms, 3),
+        "dgm_share_of_step": round(dgm_ms / (dgm_ms + train_ms), 4),
+        **cpu_info(),
         "peak_rss_mb": round(peak_rss, 1),
         "gflop_per_image": round(gflop, 4),
         "matmul_gflops_fp32": round(mm_fp32, 1),
@@ -307,7 +335,9 @@ def format_bench(d: dict[str, Any]) -> str:
          f"{d.get('fast_speedup_bs1', float('nan')):.2f}x, {d.get('fast_speedup_bs16', float('nan')):.2f}x"),
         ("max |fast - fp32| of fused map", f"{d['max_abs_diff_fast']:.2e}"),
         (f"training (batch {d.get('batch', 16)}, fwd+bwd+Adam" + (", bf16)" if d.get("train_amp_bf16") else ", fp32)"),
-         f"{d['train_ms_per_image']:.1f} ms/image"),
+         f"{d['train_ms_per_image']:.1f} ms/image = {100 * d.get('train_peak_fraction', float('nan')):.1f}% of matmul peak"),
+        ("DGM + batch sampling (one core)", f"{d.get('dgm_ms_per_image', float('nan')):.1f} ms/image"
+         f" = {100 * d.get('dgm_share_of_step', float('nan')):.0f}% of a training step"),
         ("peak RSS (after inference)", f"{d['peak_rss_mb']:.0f} MB"),
         ("model FLOPs", f"{d['gflop_per_image']:.3f} GFLOP/image"),
         ("matmul fp32 (2048^2 torch.mm)", f"{d['matmul_gflops_fp32']:.1f} GFLOP/s"),
@@ -317,6 +347,7 @@ def format_bench(d: dict[str, Any]) -> str:
     ]
     if d.get("param_count") is not None:
         rows.append(("parameters", f"{d['param_count']:,}"))
+    rows.append(("CPU", f"{d.get('cpu_model', '?')} ({d.get('cpu_isa', '?')})"))
     rows.append(("machine", f"{d.get('device', '?')}, {d.get('threads', '?')} threads, torch {d.get('torch', '?')}"))
     load, ncpu = d.get("load_avg_1min"), d.get("cpu_count")
     if load is not None:

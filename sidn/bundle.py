@@ -9,13 +9,17 @@ Layout (primitives and tensors only, so it loads with ``torch.load(weights_only=
 
 Bundles are written atomically (temporary file + rename), so a crash never leaves a
 half-written ``model.pt``. Loading validates the format tag, the keys, the config and the
-state-dict and raises :class:`BundleError` whose message starts with the file path.
+state-dict (every weight finite; only the calibration buffers may be NaN = uncalibrated) and
+raises :class:`BundleError` whose message starts with the file path. A file that would need
+arbitrary Python objects to load is refused without suggesting an unsafe way to load it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +34,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BUNDLE_FORMAT = "sidn-bundle/1"
 _KEYS = ("format", "state_dict", "config", "extra")
+CALIBRATION_BUFFERS = ("threshold", "score_threshold")  # NaN = uncalibrated; not part of the weights
+# sentences of torch.load's error that tell the user how to load the file unsafely: never repeated
+_UNSAFE_HINTS = re.compile(
+    r"weights.only|safe_globals|trust|file an issue|documentation of torch\.load|two options|PyTorch 2\.6",
+    re.IGNORECASE,
+)
 
 
 class BundleError(ValueError):
@@ -82,17 +92,40 @@ def save_bundle(model: "SIDN", cfg: SIDNConfig, path: str | Path, extra: dict[st
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
+def _without_unsafe_hints(message: str) -> str:
+    """``torch.load``'s error text without its advice to load with ``weights_only=False`` or to
+    allow-list globals (both would run code from the file): the remaining sentences, joined."""
+    parts = re.split(r"(?<=[.:])\s+|\n+", message)
+    kept = [p.strip() for p in parts if p.strip() and not _UNSAFE_HINTS.search(p)]
+    return " ".join(kept)
+
+
 def read_bundle_raw(path: str | Path) -> dict[str, Any]:
-    """Load and validate the raw bundle dict (no model is built). Raises BundleError."""
+    """Load and validate the raw bundle dict (no model is built). Raises BundleError.
+
+    The file is read with ``torch.load(weights_only=True)``: a file that needs other Python
+    objects (code) is refused, and the message never suggests loading it unsafely.
+    """
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: bundle file not found")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise BundleError(f"{path}: not a readable sidn bundle (corrupt or not a torch file): {exc}") from exc
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower():
+            reason = _without_unsafe_hints(str(exc)) or "it holds objects other than tensors and primitives"
+            raise BundleError(
+                f"{path}: refused: not a sidn bundle, loading it needs Python objects other than tensors and "
+                f"primitives ({reason}); sidn never loads such files, re-create the bundle with `sidn train`"
+            ) from None
+        raise BundleError(f"{path}: not a readable sidn bundle (corrupt or not a torch file): "
+                          f"{_without_unsafe_hints(str(exc))}") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise BundleError(f"{path}: not a readable sidn bundle (corrupt or not a torch file): "
+                          f"{_without_unsafe_hints(str(exc))}") from exc
     except Exception as exc:  # anything else torch.load may throw on garbage input
-        raise BundleError(f"{path}: not a readable sidn bundle: {type(exc).__name__}: {exc}") from exc
+        raise BundleError(f"{path}: not a readable sidn bundle: {type(exc).__name__}: "
+                          f"{_without_unsafe_hints(str(exc))}") from exc
     if not isinstance(raw, dict):
         raise BundleError(f"{path}: not a sidn bundle (top level is {type(raw).__name__}, expected dict)")
     fmt = raw.get("format")
@@ -124,12 +157,52 @@ def write_bundle_raw(path: str | Path, raw: dict[str, Any]) -> None:
     atomic_write(Path(path), lambda tmp: torch.save(raw, tmp))
 
 
+def check_finite_weights(state_dict: dict[str, torch.Tensor], path: str | Path) -> None:
+    """BundleError naming ``path`` and the first tensor holding NaN or inf.
+
+    The calibration buffers (:data:`CALIBRATION_BUFFERS`) may be NaN (uncalibrated) but not inf.
+    """
+    for name, tensor in state_dict.items():
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        if name in CALIBRATION_BUFFERS:
+            if bool(torch.isinf(tensor).any()):
+                raise BundleError(f"{path}: calibration buffer '{name}' is infinite; recalibrate with `sidn calibrate`")
+            continue
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            n_bad = int((~finite).sum())
+            raise BundleError(
+                f"{path}: weights are not finite: tensor '{name}' holds {n_bad} NaN/inf value(s) of "
+                f"{tensor.numel()} (first bad tensor); the model diverged or the file was damaged, retrain it"
+            )
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 (hex) of a model's weights: names, dtypes, shapes and values of every state-dict
+    entry except the calibration buffers, so recalibrating a bundle keeps its hash.
+
+    Independent of the memory layout (channels_last or not); used to tie an exported ONNX file
+    to the bundle it was exported from.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        if name in CALIBRATION_BUFFERS:
+            continue
+        t = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple["SIDN", SIDNConfig, dict[str, Any]]:
-    """Load a bundle: returns ``(model in eval mode on device, config, extra)``. Raises BundleError."""
+    """Load a bundle: returns ``(model in eval mode on device, config, extra)``. Raises BundleError,
+    also for weights holding NaN or inf (the message names the file and the first bad tensor)."""
     from sidn.model.sidn import SIDN
 
     path = Path(path)
     raw = read_bundle_raw(path)
+    check_finite_weights(raw["state_dict"], path)
     try:
         cfg = SIDNConfig.from_dict(raw["config"], source=f"{path} (bundle config)")
     except (TypeError, ValueError) as exc:

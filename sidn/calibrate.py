@@ -15,7 +15,7 @@ this module picks it from data. Three candidates are computed:
 Every threshold is placed midway between the last data value that must stay below it and
 the next larger one (:func:`sidn.metrics.threshold_between`), so the target is met exactly on
 the calibration data with a small margin. ``CalibrateConfig.method`` selects which one is
-stored in the bundle. ``score_threshold`` is the image-level threshold on the score (max of
+stored in the bundle. ``score_threshold`` is the image-level threshold on the score (:func:`sidn.inference.image_score` of
 the smoothed map) for ``target_image_far``.
 
 Held-out good images are few (tens). The image-FAR estimate then has a resolution of ``1/n``
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from sidn.config import CalibrateConfig, InferConfig
-from sidn.inference import has_alarm, postprocess_mask
+from sidn.inference import has_alarm, image_score, postprocess_mask
 from sidn.metrics import f1_iou_from_counts, max_f1_threshold, threshold_between
 
 METHODS = ("image_far", "pixel_far", "max_f1")
@@ -52,7 +52,7 @@ class Calibration:
     pixel_far: float  # share of good pixels with map > ``threshold``
     thresholds: dict[str, float]  # image_far / pixel_far / max_f1 -> value (NaN if not computable)
     achieved: dict[str, dict[str, float]]  # per candidate: image_far, image_far_upper95, pixel_far, f1, iou
-    score_threshold: float = float("nan")  # image-level: score (max of map) > this => defective
+    score_threshold: float = float("nan")  # image-level: score (sidn.inference.image_score) > this => defective
     n_good_images: int = 0
     n_good_pixels: int = 0
     n_val_images: int = 0
@@ -192,6 +192,7 @@ def calibrate(
     val_masks: Sequence[np.ndarray] | None,
     cfg: CalibrateConfig,
     infer: InferConfig,
+    image_size: int = 256,
 ) -> Calibration:
     """Compute the three candidate thresholds and store the one ``cfg.method`` selects.
 
@@ -228,7 +229,8 @@ def calibrate(
         crit = critical_thresholds(good, infer)
         k_img = int(math.floor(cfg.target_image_far * n_img + 1e-9))
         thresholds["image_far"] = threshold_for_count(crit, k_img)
-        score_threshold = threshold_for_count(np.array([m.max() for m in good]), k_img)
+        scores = np.array([image_score(m, infer.score_sigma, image_size) for m in good])
+        score_threshold = threshold_for_count(scores, k_img)
         pixels = np.concatenate([m.ravel() for m in good])
         k_pix = int(math.floor(cfg.target_pixel_far * pixels.size + 1e-9))
         thresholds["pixel_far"] = threshold_for_count(pixels, k_pix)

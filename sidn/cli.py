@@ -85,8 +85,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from sidn.predict_files import predict_files
 
     table = predict_files(Path(args.model), [Path(p) for p in args.inputs], Path(args.out),
-                          threshold=args.threshold, onnx=args.onnx)
-    print(f"{len(table)} image(s), {int(table['is_defective'].sum())} defective -> {args.out}")
+                          threshold=args.threshold, onnx=args.onnx, skip_bad=args.skip_bad)
+    skipped = table[table["status"] == "skipped"]
+    for _, row in skipped.iterrows():
+        print(f"skipped {row['path']}: {row['reason']}", file=sys.stderr)
+    defective = int((table["is_defective"] == True).sum())  # noqa: E712 - skipped rows hold None
+    print(f"{len(table) - len(skipped)} image(s), {defective} defective, {len(skipped)} skipped -> {args.out}")
     return 0
 
 
@@ -186,8 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--model", required=True)
     p.add_argument("--out", required=True, help="output folder: masks/, overlays/, predictions.csv, predictions.json")
-    p.add_argument("--threshold", type=float, help="override the calibrated threshold")
-    p.add_argument("--onnx", help="run the fused map through this ONNX file (onnxruntime) instead of torch")
+    p.add_argument("--threshold", type=float, help="override the calibrated threshold (a finite number)")
+    p.add_argument("--onnx", help="run the fused map through this ONNX file (onnxruntime) instead of torch; "
+                                  "it must have been exported from --model")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip unreadable images (listed with status 'skipped' and the reason in predictions.csv/json) "
+                        "instead of failing the run")
     p.set_defaults(func=cmd_predict)
 
     p = _parser(sub, "info", "parameter count and FLOPs per image")

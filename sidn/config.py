@@ -50,6 +50,7 @@ class DGMConfig:
     min_area_fraction: float = 0.0005
     max_area_fraction: float = 0.15
     soft_edge_probability: float = 0.5
+    min_visible_change: float = 0.02  # our choice: a defect whose mean |I_n - I_p| is below this is re-drawn
     val_images: int = 64  # size of the fixed DGM validation set
     seed: int = 0
 
@@ -61,8 +62,9 @@ class ModelConfig:
     clusters: int = 12  # K
     alpha: float = 1.0  # Student-t degrees of freedom (eq. 11-12)
     lambda_f: float = 0.5  # fusion weight (eq. 26)
-    use_clustering: bool = True  # Table II ablation A when False
-    use_gsrm: bool = True  # Table II ablation C when False
+    use_clustering: bool = True  # False with use_gsrm=False: Table II ablation A (profile ablation-a)
+    use_gsrm: bool = True  # False: Table II ablation C; B also sets lambda4=0 (profiles ablation-b, -c)
+    gsrm_scale: float = 1.0  # our knob: softmax scale in eq. 23 (paper: none, i.e. 1; eq. 20 uses 1/sqrt(d))
     center_init: str = "kmeans"  # our choice: k-means on the first batch; "normal" leaves Q near uniform (features are far from 0)
 
 
@@ -71,7 +73,7 @@ class LossConfig:
     lambda1: float = 0.1  # eq. 5 background weight
     lambda2: float = 0.01  # L_z (eq. 8)
     lambda3: float = 0.01  # L_kl (eq. 17)
-    lambda4: float = 0.01  # L_td (eq. 18); 0 reproduces Table II ablation B
+    lambda4: float = 0.01  # L_td (eq. 18); 0 with use_gsrm=False is Table II ablation B
     target_refresh: str = "batch"  # our choice: P (eq. 15-16) recomputed per batch, detached
 
 
@@ -83,6 +85,9 @@ class TrainConfig:
     batch_size: int = 16  # paper: 16
     crop_size: int = 128  # our choice: random NxN training windows (multiple of 16); 0 = whole images (paper)
     steps: int = 150  # CPU budget; `paper` profile: 30000
+    schedule: str = "constant"  # our choice: "constant" (paper: Adam at a fixed lr) | "cosine" (linear warm-up, cosine decay to 0)
+    warmup_steps: int = 0  # linear warm-up steps of the "cosine" schedule
+    augment: str = "dihedral"  # our choice: none (paper) | flips | dihedral (8 rotations/flips)
     max_minutes: float = 0.0  # 0 = no time budget
     val_every: int = 50
     checkpoint_every: int = 50
@@ -97,6 +102,7 @@ class InferConfig:
     median_kernel: int = 5  # our choice (paper: "a median filter")
     morph_kernel: int = 3  # our choice (paper: "a morphological operation"): opening then closing
     min_region_area: int = 10  # pixels at original resolution; smaller regions are dropped
+    score_sigma: float = 0.0  # our choice: image score = max of the map blurred by this Gaussian (px at image_size); 0 = plain max
     tile: bool = False  # process large images at full resolution by overlapping tiles
     tile_overlap: int = 32
     batch_size: int = 16

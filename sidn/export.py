@@ -11,7 +11,10 @@ filter, upsampling, threshold, morphology; :mod:`sidn.inference`) are not in the
 run in numpy/OpenCV around it, exactly as for the torch model. The ONNX file carries the
 bundle's calibration in its metadata (``sidn.threshold``, ``sidn.score_threshold``,
 ``sidn.image_size``, ``sidn.lambda_f``, ``sidn.format``), so :class:`OnnxModel` knows its
-threshold and its input size without the bundle.
+threshold and its input size without the bundle, and ``sidn.weights_sha256``
+(:func:`sidn.bundle.weights_sha256` of the bundle's weights), which ties the file to its bundle:
+:func:`check_onnx_matches_bundle` refuses to run an ONNX file with another bundle's threshold
+(``sidn predict --onnx``, :func:`OnnxPredictor` with a bundle).
 
 ONNX: opset 17 by default, exported with torch's TorchScript-based exporter (about 1 s for
 SIDN; ``dynamo=True`` uses the ``torch.export`` exporter instead, about 20x slower here, and
@@ -39,6 +42,7 @@ ONNX_FORMAT = "sidn-onnx/1"
 INPUT_NAME = "image"
 OUTPUT_NAME = "anomaly_map"
 DEFAULT_OPSET = 17
+WEIGHTS_HASH_KEY = "sidn.weights_sha256"
 
 
 class FusedMap(nn.Module):
@@ -70,8 +74,11 @@ def _finite(value: Tensor | float | None) -> float | None:
 
 
 def _metadata(model: nn.Module, cfg: Any, size: int) -> dict[str, str]:
+    from sidn.bundle import weights_sha256
+
     return {
         "sidn.format": ONNX_FORMAT,
+        WEIGHTS_HASH_KEY: weights_sha256(model.state_dict()),
         "sidn.image_size": str(size),
         "sidn.lambda_f": str(cfg.model.lambda_f),
         "sidn.threshold": json.dumps(_finite(getattr(model, "threshold", None))),
@@ -148,6 +155,31 @@ def export_torchscript(bundle_path: str | Path, out_path: str | Path, image_size
     out_path = Path(out_path)
     atomic_write(out_path, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
     return out_path
+
+
+def check_onnx_matches_bundle(onnx_path: str | Path, metadata: dict[str, str], bundle_path: str | Path,
+                              model: nn.Module) -> None:
+    """ValueError naming both files unless the ONNX file was exported from ``model``'s weights.
+
+    ``metadata`` is the ONNX file's custom metadata, ``model`` the bundle's loaded model. A file
+    without ``sidn.weights_sha256`` (exported by an older sidn) is refused too: it cannot be checked.
+    """
+    from sidn.bundle import weights_sha256
+
+    again = f"export it again: sidn export --model {bundle_path} --format onnx --out {onnx_path}"
+    stored = metadata.get(WEIGHTS_HASH_KEY)
+    if not stored:
+        raise ValueError(
+            f"{onnx_path}: has no '{WEIGHTS_HASH_KEY}' metadata (exported by an older sidn), so it cannot be "
+            f"checked against the bundle {bundle_path}; {again}"
+        )
+    actual = weights_sha256(model.state_dict())
+    if stored != actual:
+        raise ValueError(
+            f"{onnx_path}: was exported from other weights than the bundle {bundle_path} "
+            f"(weights sha256 {stored[:12]}... in the ONNX file, {actual[:12]}... in the bundle); running it with "
+            f"this bundle's threshold would be wrong; {again}"
+        )
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
@@ -244,7 +276,8 @@ def OnnxPredictor(  # noqa: N802 - factory named like the class it builds
     """A :class:`sidn.inference.Predictor` whose eq. 26 maps come from onnxruntime.
 
     ``infer`` (post-processing) and ``image_size`` come from the bundle if given, else from the
-    config stored in the ONNX metadata. ``threshold`` overrides the calibrated one.
+    config stored in the ONNX metadata. ``threshold`` overrides the calibrated one. With a
+    bundle, the ONNX file must have been exported from it (:func:`check_onnx_matches_bundle`).
     """
     from sidn.config import SIDNConfig
     from sidn.inference import Predictor
@@ -254,6 +287,7 @@ def OnnxPredictor(  # noqa: N802 - factory named like the class it builds
         from sidn.bundle import load_bundle
 
         torch_model, cfg, _ = load_bundle(bundle_path)
+        check_onnx_matches_bundle(onnx_path, model.metadata, bundle_path, torch_model)
         if threshold is None and _finite(torch_model.threshold) is not None:
             model.threshold.fill_(float(torch_model.threshold))
     elif "sidn.config" in model.metadata:
@@ -265,6 +299,6 @@ def OnnxPredictor(  # noqa: N802 - factory named like the class it builds
 
 
 __all__ = [
-    "FusedMap", "OnnxModel", "OnnxPredictor", "export_onnx", "export_torchscript", "read_onnx_metadata",
-    "ONNX_FORMAT", "INPUT_NAME", "OUTPUT_NAME",
+    "FusedMap", "OnnxModel", "OnnxPredictor", "check_onnx_matches_bundle", "export_onnx", "export_torchscript",
+    "read_onnx_metadata", "ONNX_FORMAT", "INPUT_NAME", "OUTPUT_NAME", "WEIGHTS_HASH_KEY",
 ]

@@ -11,7 +11,9 @@ Pipeline for every image (gray float32 ``[H0, W0]`` in [0, 1], any size):
 2. **Median filter** (paper: "a median filter") on the continuous map at the resolution it
    was computed at, kernel ``InferConfig.median_kernel`` (odd; 0/1 disables).
 3. **Upsampling** of the continuous map to the ORIGINAL image size with ``cv2.INTER_LINEAR``,
-   before any threshold. This is ``Prediction.anomaly_map``; ``score`` is its maximum.
+   before any threshold. This is ``Prediction.anomaly_map``; ``score`` is the maximum of the
+   map smoothed by a Gaussian of ``InferConfig.score_sigma`` (our choice; 0 = the plain
+   maximum), see :func:`image_score`.
 4. **Threshold segmentation** ``map > threshold`` (paper: "a threshold segmentation").
 5. **Morphology** (paper: "a morphological operation"): opening then closing with an
    elliptical ``morph_kernel`` structuring element, then 8-connected regions smaller than
@@ -50,7 +52,7 @@ class Prediction:
 
     anomaly_map: np.ndarray  # float32, eq. 26 after median filter and upsampling
     mask: np.ndarray | None  # uint8 {0,1} after threshold + morphology; None if uncalibrated
-    score: float  # max of anomaly_map (image-level anomaly score)
+    score: float  # image-level anomaly score, :func:`image_score`
     regions: list[dict[str, Any]] = field(default_factory=list)  # x, y, w, h, area, max_score
     threshold: float | None = None  # threshold used for ``mask``
 
@@ -120,6 +122,19 @@ def _forward_fused(model: nn.Module, xb: torch.Tensor) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------
 # post-processing
+
+
+def image_score(amap: np.ndarray, sigma: float, image_size: int) -> float:
+    """Image-level anomaly score: max of ``amap`` after a Gaussian blur (our choice; the paper scores pixels only).
+
+    ``sigma`` is in pixels of the network's ``image_size`` input and scaled to the map's size,
+    so the score does not depend on the image's resolution. A plain max (``sigma`` 0) lets one
+    speckle decide; the smoothed max needs a defect-sized region of high values.
+    """
+    if sigma <= 0:
+        return float(amap.max())
+    s = sigma * min(amap.shape) / image_size
+    return float(cv2.GaussianBlur(np.ascontiguousarray(amap, dtype=np.float32), (0, 0), s).max())
 
 
 def median_filter(amap: np.ndarray, kernel: int) -> np.ndarray:
@@ -355,7 +370,7 @@ class Predictor:
         t = self.threshold
         preds = []
         for amap in self.maps(images):
-            score = float(amap.max())
+            score = image_score(amap, self.infer.score_sigma, self.image_size)
             if t is None:
                 preds.append(Prediction(anomaly_map=amap, mask=None, score=score))
             else:

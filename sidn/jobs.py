@@ -21,6 +21,7 @@ from sidn.data.mvtec import build_manifest, load_images, read_image, read_mask, 
 from sidn.inference import Prediction, Predictor
 from sidn.io import atomic_write, atomic_write_json
 from sidn.metrics import RankedPixels, image_auroc, pixel_auroc_per_image
+from sidn.operating_point import operating_point
 from sidn.train import TrainResult, train
 
 
@@ -102,19 +103,35 @@ def evaluate_category(
     scores = [p.score for p in predictions]
     labels = test["label"].astype(int).tolist()
 
+    calibrated = predictor.threshold is not None
+    alarms = [bool(p.defective) for p in predictions]
+    pred_masks = [p.mask if p.mask is not None else np.zeros_like(m) for p, m in zip(predictions, masks)]
+
+    def at_threshold(idx: np.ndarray) -> dict:
+        if not calibrated:
+            return {}
+        op = operating_point([alarms[i] for i in idx], [labels[i] for i in idx],
+                             [pred_masks[i] for i in idx], [masks[i] for i in idx])
+        return {"threshold": predictor.threshold, **op}
+
     pixels = RankedPixels(maps, masks)
-    metrics = {"category": category, **_metrics(pixels, scores, labels), "per_defect": {}}
+    everything = np.arange(len(test))
+    metrics = {"category": category, **_metrics(pixels, scores, labels),
+               "operating_point": at_threshold(everything), "per_defect": {}}
     defect_types = test["defect_type"].to_numpy()
     for defect_type in sorted(set(defect_types) - {"good"}):
         idx = np.flatnonzero((defect_types == defect_type) | (defect_types == "good"))
-        metrics["per_defect"][defect_type] = _metrics(
-            pixels.subset(idx), [scores[i] for i in idx], [labels[i] for i in idx]
-        )
+        metrics["per_defect"][defect_type] = {
+            **_metrics(pixels.subset(idx), [scores[i] for i in idx], [labels[i] for i in idx]),
+            "operating_point": at_threshold(idx),
+        }
     roc, pro = pixels.roc_curve_points(), pixels.pro_curve_points()
     del pixels  # the sorted pixels are the largest buffer here
 
     per_image = pixel_auroc_per_image(maps, masks)
-    table = test[["path", "defect_type", "label"]].assign(score=scores, pixel_auroc_img=per_image)
+    table = test[["path", "defect_type", "label"]].assign(
+        score=scores, alarm=alarms if calibrated else None, pixel_auroc_img=per_image
+    )
     atomic_write(out_dir / "scores.csv", lambda tmp: table.to_csv(tmp, index=False))
     atomic_write(out_dir / "roc.csv", lambda tmp: roc.to_csv(tmp, index=False))
     atomic_write(out_dir / "pro.csv", lambda tmp: pro.to_csv(tmp, index=False))
@@ -179,7 +196,8 @@ def calibrate_category(
     holdout_images = load_images(holdout_rows["path"].tolist(), cfg.data.image_size)
     val_images, val_masks = make_validation_set(holdout_images, cfg.dgm)
     val_maps = [p.anomaly_map for p in predictor.predict(list(val_images))]
-    result = calibrate(good_maps, val_maps, [m.astype(np.uint8) for m in val_masks], cfg.calibrate, cfg.infer)
+    result = calibrate(good_maps, val_maps, [m.astype(np.uint8) for m in val_masks], cfg.calibrate, cfg.infer,
+                       image_size=cfg.data.image_size)
 
     model.threshold.fill_(result.threshold)
     save_bundle(model, bundle_cfg, bundle_path, extra={**extra, "calibration": result.to_dict()})

@@ -270,8 +270,9 @@ class LossTerms:
 class SIDNLoss(nn.Module):
     """Joint loss ``L = L_s + lambda2 L_z + lambda3 L_kl + lambda4 L_td`` (eq. 19, 25).
 
-    Ablations (Table II): ``ModelConfig.use_clustering=False`` (A) sets L_kl and L_td to 0;
-    ``LossConfig.lambda4 = 0`` (B) keeps L_td in the report but out of the total.
+    Ablations (Table II, each also without GSRM, see the ``ablation-*`` profiles in params.yaml):
+    ``ModelConfig.use_clustering=False`` (A) sets L_kl and L_td to 0; ``LossConfig.lambda4 = 0``
+    (B) keeps L_td in the report but out of the total.
     ``l_z_mode``: ``"raw"`` (paper, default) or ``"cosine"``, see :func:`feature_separation_loss`.
     """
 

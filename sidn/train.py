@@ -4,16 +4,17 @@ Each step (eq. 25, ``L = L_s + L_fd``):
 
 1. sample ``batch_size`` defect-free training images ``I_p`` uniformly with replacement
    across steps (``rng.choice``, without replacement inside a batch when possible);
-2. **augmentation (our choice, ``augment=True``):** each image gets one of the 8 dihedral
-   transforms (90-degree rotation ``k in {0..3}`` times an optional horizontal flip; only flips
-   for non-square images). MVTec texture categories have no canonical orientation, so this
-   multiplies the few good images without inventing new texture statistics. It can be turned
-   off with ``train(..., augment=False)`` or a ``train.augment: false`` config key if the
-   config has one;
+2. **augmentation (our choice, ``train.augment``; the paper has none):** ``dihedral`` gives
+   each image one of the 8 dihedral transforms (90-degree rotation ``k in {0..3}`` times an
+   optional horizontal flip; only flips for non-square images), ``flips`` only horizontal /
+   vertical flips, ``none`` nothing. Rotations teach oriented textures (wood grain, grids)
+   that rotated structure is normal, which is wrong where orientation matters;
 3. the DGM (eq. 1) turns them into ``(I_n, I_m)``, using a random set of other training
    images as donors for the ``foreign_patch`` source;
 4. forward (bf16 autocast where supported, :mod:`sidn.device`), loss in fp32
-   (:class:`sidn.losses.SIDNLoss`, eq. 5, 8, 17-19, 25), Adam step (lr 1e-4, batch 16).
+   (:class:`sidn.losses.SIDNLoss`, eq. 5, 8, 17-19, 25), Adam step (paper: lr 1e-4, batch 16)
+   at the rate of ``train.schedule``: ``constant`` (the paper) or ``cosine`` (our choice for
+   short budgets: linear warm-up over ``warmup_steps``, then cosine decay to 0 at ``steps``).
 
 Validation: a fixed DGM set built once from the held-out good images
 (:func:`sidn.data.dgm.make_validation_set`, seed ``dgm.seed``) is scored every ``val_every``
@@ -58,6 +59,7 @@ import torch
 
 from sidn.bundle import save_bundle
 from sidn.config import SIDNConfig
+from sidn.cpu import cpu_info
 from sidn.device import amp_enabled, autocast, select_device
 from sidn.io import atomic_write, atomic_write_text
 
@@ -92,7 +94,7 @@ _RESUME_KEYS = {
     "loss": None,
     "dgm": None,
     "data": ["image_size"],
-    "train": ["lr", "batch_size", "seed"],
+    "train": ["lr", "batch_size", "seed", "schedule", "warmup_steps", "augment", "crop_size"],
 }
 
 
@@ -128,6 +130,34 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
+
+
+AUGMENTS = ("none", "flips", "dihedral")
+SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: int) -> float:
+    """Multiplier of ``train.lr`` for step ``step`` (0-based) of ``total``: 1, or warm-up + cosine."""
+    if schedule == "constant":
+        return 1.0
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
+
+
+def augment_flips(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random horizontal and/or vertical flip per image (one integer drawn per image)."""
+    ops = rng.integers(0, 4, size=images.shape[0])
+    out = np.empty_like(images)
+    for i, op in enumerate(ops):
+        img = images[i]
+        if op & 1:
+            img = img[:, ::-1]
+        if op & 2:
+            img = img[::-1, :]
+        out[i] = img
+    return out
 
 
 def augment_dihedral(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -167,7 +197,7 @@ def random_crops(images: np.ndarray, size: int, rng: np.random.Generator) -> np.
 
 
 def sample_batch(
-    images: np.ndarray, batch_size: int, rng: np.random.Generator, augment: bool = True, crop_size: int = 0
+    images: np.ndarray, batch_size: int, rng: np.random.Generator, augment: str = "dihedral", crop_size: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``(I_p [B,h,w], donors [M,h,w])`` from the training images.
 
@@ -181,8 +211,10 @@ def sample_batch(
     n = images.shape[0]
     idx = rng.choice(n, size=batch_size, replace=n < batch_size)
     batch = images[idx]
-    if augment:
+    if augment == "dihedral":
         batch = augment_dihedral(batch, rng)
+    elif augment == "flips":
+        batch = augment_flips(batch, rng)
     donor_idx = rng.choice(n, size=min(n, batch_size), replace=False)
     batch = random_crops(batch, crop_size, rng)
     donors = random_crops(images[donor_idx], crop_size, rng)
@@ -310,6 +342,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def data_fingerprint(images: np.ndarray) -> str:
+    """sha256 of the training images as the network sees them (float32 [N,H,W])."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes()).hexdigest()
+
+
+def remove_stale_temporaries(out_dir: Path) -> list[Path]:
+    """Delete ``.<name>.*.tmp`` files that a killed run left behind (atomic writes, :mod:`sidn.io`)."""
+    stale = [p for name in (CHECKPOINT_FILE, MODEL_FILE, HISTORY_FILE, CONFIG_FILE) for p in out_dir.glob(f".{name}.*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def _check_resume_config(path: Path, saved: dict[str, Any], cfg: SIDNConfig) -> None:
     now = cfg.to_dict()
     diffs = []
@@ -390,14 +437,12 @@ def train(
     resume: bool = False,
     progress: bool = True,
     *,
-    augment: bool | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train SIDN on defect-free ``train_images [N,H,W]`` (float32 in [0,1], H,W multiples of 16).
 
     ``val_images [M,H,W]`` are held-out good images from which the DGM makes the fixed
     validation set; ``None`` or empty disables validation (the final weights become model.pt).
-    ``augment`` overrides ``cfg.train.augment`` (default on, see module docstring).
     ``callback(step, row)`` is called after every completed step (tests, custom logging).
     Raises :class:`TrainingDiverged` on NaN/inf, :class:`TrainingInterrupted` after a
     checkpoint on SIGTERM/SIGINT/KeyboardInterrupt.
@@ -408,18 +453,24 @@ def train(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_temporaries(out_dir):
+        log.warning("removed %s, left behind by an interrupted run", stale)
     ckpt_path = out_dir / CHECKPOINT_FILE
     model_path = out_dir / MODEL_FILE
     history_path = out_dir / HISTORY_FILE
     tc = cfg.train
-    if augment is None:
-        augment = bool(getattr(tc, "augment", True))
+    augment = tc.augment
+    if augment not in AUGMENTS:
+        raise ValueError(f"train.augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
+    if tc.schedule not in SCHEDULES:
+        raise ValueError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {tc.schedule!r}")
     if tc.batch_size < 1 or tc.steps < 0 or tc.lr <= 0:
         raise ValueError(f"train: invalid settings batch_size={tc.batch_size}, steps={tc.steps}, lr={tc.lr}")
     if tc.crop_size < 0 or tc.crop_size % 16:
         raise ValueError(f"train: crop_size must be 0 (whole images) or a positive multiple of 16, got {tc.crop_size}")
 
     train_images = _check_images("train_images", train_images)
+    data_hash = data_fingerprint(train_images)
     has_val = val_images is not None and len(val_images) > 0
     if has_val:
         val_images = _check_images("val_images", val_images)
@@ -451,6 +502,11 @@ def train(
     if resume and ckpt_path.is_file():
         ckpt = load_checkpoint(ckpt_path)
         _check_resume_config(ckpt_path, ckpt.get("config", {}), cfg)
+        if ckpt.get("data_sha256", data_hash) != data_hash:
+            raise ValueError(
+                f"{ckpt_path}: cannot resume, the checkpoint was trained on other images (another dataset, "
+                "category or holdout split); start a fresh run without --resume or point it at the original data"
+            )
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -500,6 +556,7 @@ def train(
             "best_val_auroc": float(best_val_auroc),
             "elapsed_s": float(elapsed()),
             "config": cfg.to_dict(),
+            "data_sha256": data_hash,
         }
         atomic_write(ckpt_path, lambda tmp: torch.save(payload, tmp))
         _write_history(history_path, history)
@@ -516,7 +573,10 @@ def train(
             "val_images": int(val_images.shape[0]) if has_val else 0,
             "device": str(device),
             "amp": bool(use_amp),
-            "augment": bool(augment),
+            "precision": "bf16" if use_amp else "fp32",
+            **cpu_info(),
+            "data_sha256": data_hash,
+            "augment": augment,
             "torch_version": torch.__version__,
             "sidn_version": sidn.__version__,
             "selection": "min val L_s",
@@ -577,6 +637,8 @@ def train(
                             f"training diverged at step {step + 1}: gradient norm is {gnorm} (loss {values['total']:.4g}); "
                             f"last good checkpoint kept: {ckpt_path if ckpt_path.exists() else 'none written yet'}"
                         )
+                    for group in optimizer.param_groups:
+                        group["lr"] = tc.lr * lr_factor(step, total_steps, tc.schedule, tc.warmup_steps)
                     in_update = True
                     optimizer.step()
                     step += 1

@@ -154,3 +154,65 @@ def test_extra_scalars_are_converted_to_plain_types(tmp_path):
     extra = load_bundle(path)[2]  # weights_only=True load succeeds
     assert extra == {"torch": str(torch.__version__), "auc": 0.5, "n": 3, "t": [1, 2]}
     assert type(extra["torch"]) is str and type(extra["n"]) is int
+
+
+class _RunsCode:
+    """Pickles as a call to ``os.system``: what a malicious "model.pt" would hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_unsafe_bundle_refused_without_unsafe_hint(saved, tmp_path):
+    _, _, path = saved
+    raw = read_bundle_raw(path)
+    marker = tmp_path / "code_ran"
+    raw["extra"]["payload"] = _RunsCode(marker)
+    evil = tmp_path / "evil.pt"
+    torch.save(raw, evil)
+    with pytest.raises(BundleError) as info:
+        load_bundle(evil)
+    msg = str(info.value)
+    assert msg.startswith(str(evil)) and "refused" in msg and "system" in msg  # names the file and the problem
+    for hint in ("weights_only", "safe_globals", "trusted source"):
+        assert hint not in msg, f"the message repeats torch's unsafe hint ({hint}): {msg}"
+    assert info.value.__cause__ is None  # the torch error (with the hint) is not chained either
+    assert not marker.exists()
+
+
+def test_non_finite_weights_refused(saved, tmp_path):
+    _, _, path = saved
+    for value in (float("nan"), float("inf")):
+        raw = read_bundle_raw(path)
+        raw["state_dict"]["fem.block1.conv1.weight"][0, 0, 0, 0] = value
+        bad = tmp_path / "diverged.pt"
+        torch.save(raw, bad)
+        with pytest.raises(BundleError, match="fem.block1.conv1.weight") as info:
+            load_bundle(bad)
+        assert str(info.value).startswith(str(bad)) and "1 NaN/inf" in str(info.value)
+    raw = read_bundle_raw(path)  # NaN thresholds (uncalibrated) are fine, an infinite one is not
+    raw["state_dict"]["threshold"] = torch.tensor(float("inf"))
+    torch.save(raw, bad)
+    with pytest.raises(BundleError, match="'threshold' is infinite"):
+        load_bundle(bad)
+
+
+def test_weights_sha256_ignores_calibration_and_layout(saved):
+    from sidn.bundle import weights_sha256
+
+    model, _, path = saved
+    digest = weights_sha256(model.state_dict())
+    assert len(digest) == 64
+    assert weights_sha256(load_bundle(path)[0].state_dict()) == digest
+    set_bundle_thresholds(path, threshold=0.3, score_threshold=0.4)  # recalibrating keeps the hash
+    assert weights_sha256(load_bundle(path)[0].state_dict()) == digest
+    contiguous = {k: v.contiguous() for k, v in model.state_dict().items()}  # channels_last or not
+    assert weights_sha256(contiguous) == digest
+    changed = dict(contiguous)
+    changed["fem.stem.0.weight"] = changed["fem.stem.0.weight"] + 1e-6
+    assert weights_sha256(changed) != digest

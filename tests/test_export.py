@@ -113,3 +113,64 @@ def test_export_rejects_bad_size(bundle, tmp_path):
     with pytest.raises(ValueError, match="multiple of 16"):
         export_onnx(bundle, tmp_path / "x.onnx", image_size=50)
     assert not (tmp_path / "x.onnx").exists()
+
+
+def _other_bundle(path):
+    """Same config as ``bundle``, other weights."""
+    cfg = SIDNConfig()
+    cfg.data.image_size = SIZE
+    torch.manual_seed(99)
+    model = SIDN(cfg.model).eval()
+    model.threshold.fill_(0.5)
+    save_bundle(model, cfg, path)
+    return path
+
+
+def _without_hash(onnx_file, dst):
+    import onnx
+
+    proto = onnx.load(str(onnx_file))
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key != "sidn.weights_sha256"]
+    del proto.metadata_props[:]
+    for key, value in keep:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(dst))
+    return dst
+
+
+def test_onnx_carries_the_bundle_weights_hash(bundle, onnx_file):
+    from sidn.bundle import weights_sha256
+
+    assert read_onnx_metadata(onnx_file)["sidn.weights_sha256"] == weights_sha256(load_bundle(bundle)[0].state_dict())
+
+
+def test_predict_refuses_onnx_of_another_bundle(bundle, onnx_file, tmp_path, capsys):
+    import cv2
+
+    from sidn.bundle import set_bundle_thresholds
+    from sidn.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), (np.random.default_rng(0).random((SIZE, SIZE)) * 255).astype(np.uint8))
+    other = _other_bundle(tmp_path / "other.pt")
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(other), str(photos), "--out", str(out), "--onnx", str(onnx_file)]) == 2
+    err = capsys.readouterr().err
+    assert str(onnx_file) in err and str(other) in err and "other weights" in err and "sidn export" in err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="other weights"):
+        OnnxPredictor(onnx_file, other)
+
+    old = _without_hash(onnx_file, tmp_path / "old.onnx")  # exported before the hash existed
+    assert main(["predict", "--model", str(bundle), str(photos), "--out", str(out), "--onnx", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert str(old) in err and "export it again" in err and not out.exists()
+
+    recalibrated = tmp_path / "recalibrated.pt"  # a new threshold does not need a new export
+    recalibrated.write_bytes(bundle.read_bytes())
+    set_bundle_thresholds(recalibrated, threshold=0.45)
+    assert main(["predict", "--model", str(recalibrated), str(photos), "--out", str(out),
+                 "--onnx", str(onnx_file)]) == 0
+    assert (out / "predictions.csv").is_file()

@@ -26,7 +26,8 @@ from sidn.config import SIDNConfig
 PARAMS = [
     "data.root", "data.image_size", "data.holdout_fraction", "data.holdout_seed",
     "dgm", "model", "loss",
-    "train.lr", "train.batch_size", "train.crop_size", "train.steps", "train.max_minutes", "train.val_every",
+    "train.lr", "train.batch_size", "train.crop_size", "train.steps",
+    "train.schedule", "train.warmup_steps", "train.augment", "train.max_minutes", "train.val_every",
     "train.seed", "train.device", "train.amp",
 ]
 # read, but not dependencies: they change how training runs, not what it produces

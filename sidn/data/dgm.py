@@ -15,7 +15,7 @@ sources only compute ``I_g`` inside the mask's bounding box (eq. 1 never uses ``
 its patch from another image of the same batch.
 
 A share ``clean_fraction`` of samples is left unchanged with an all-zero mask. A defect whose
-labelled region would barely change (mean absolute change below :data:`MIN_VISIBLE_CHANGE`,
+labelled region would barely change (mean absolute change below ``DGMConfig.min_visible_change``,
 e.g. blurring a flat area) is re-drawn with another source (up to 3 times), then forced
 visible with an intensity shift, so every label marks a visible change.
 """
@@ -43,8 +43,6 @@ SourceFn = Callable[[np.ndarray, np.ndarray, np.random.Generator, "np.ndarray | 
 #: Registered I_g sources by name (``DGMConfig.sources`` keys). Add one with :func:`register_source`.
 SOURCES: dict[str, SourceFn] = {}
 
-#: Minimum mean |I_n - I_p| over the labelled pixels for a defect to count as visible.
-MIN_VISIBLE_CHANGE = 0.02
 _MAX_SOURCE_TRIES = 3
 
 
@@ -214,6 +212,45 @@ def gradient(image: np.ndarray, mask: np.ndarray, rng: Rng, donors: Donors) -> n
     return _in_region(image, mask, 0, fn)
 
 
+def procedural_texture(h: int, w: int, rng: Rng) -> np.ndarray:
+    """A random foreign texture ``[h, w]`` in [0, 1] (our stand-in for DRAEM's external texture images).
+
+    Fractal noise (2-5 octaves of up-sampled Gaussian noise, base cell 4-32 px), with
+    probability 1/2 modulated by an oriented grating of period 4-24 px; rescaled to a random
+    mean U(0.1, 0.9) and standard deviation U(0.05, 0.3).
+    """
+    out = np.zeros((h, w), np.float32)
+    cell, amp = rng.uniform(4.0, 32.0), 1.0
+    for _ in range(int(rng.integers(2, 6))):
+        grid = (max(2, int(h / cell) + 2), max(2, int(w / cell) + 2))
+        out += np.float32(amp) * cv2.resize(rng.standard_normal(grid, dtype=np.float32), (w, h),
+                                            interpolation=cv2.INTER_CUBIC)
+        cell, amp = cell / 2.0, amp * rng.uniform(0.4, 0.7)
+        if cell < 1.0:
+            break
+    if rng.random() < 0.5:
+        theta, period = rng.uniform(0, math.pi), rng.uniform(4.0, 24.0)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        phase = (xx * math.cos(theta) + yy * math.sin(theta)) * np.float32(2 * math.pi / period)
+        out *= np.float32(1.0) + np.sin(phase).astype(np.float32)
+    out = (out - out.mean()) / max(float(out.std()), 1e-6)
+    return np.clip(out * np.float32(rng.uniform(0.05, 0.3)) + np.float32(rng.uniform(0.1, 0.9)), 0.0, 1.0)
+
+
+@register_source("foreign_texture")
+def foreign_texture(image: np.ndarray, mask: np.ndarray, rng: Rng, donors: Donors) -> np.ndarray:
+    """Foreign material: a :func:`procedural_texture` blended over the region with opacity
+    beta ~ U(0.3, 1), ``(1 - beta) I_p + beta T`` (DRAEM's anomaly source, made procedurally
+    because nothing may be downloaded). Unlike ``foreign_patch``, whose patch is the same kind
+    of texture and can be invisible on stochastic surfaces, it always differs in statistics."""
+    beta = np.float32(rng.uniform(0.3, 1.0))
+
+    def fn(crop: np.ndarray) -> np.ndarray:
+        return np.clip((1 - beta) * crop + beta * procedural_texture(*crop.shape, rng), 0.0, 1.0)
+
+    return _in_region(image, mask, 0, fn)
+
+
 @register_source("texture_noise")
 def texture_noise(image: np.ndarray, mask: np.ndarray, rng: Rng, donors: Donors) -> np.ndarray:
     """Extra (not in the default shares): texture kept, plus zero-mean smooth noise of amplitude
@@ -287,6 +324,7 @@ class DefectGenerator:
             cfg.shapes, cfg.min_area_fraction, cfg.max_area_fraction, cfg.soft_edge_probability
         )
         self.clean_fraction = float(cfg.clean_fraction)
+        self.min_visible_change = float(cfg.min_visible_change)
 
     def __call__(
         self, images: np.ndarray, rng: np.random.Generator | int, donors: np.ndarray | None = None
@@ -335,7 +373,7 @@ class DefectGenerator:
             name = self.source_names[int(rng.choice(len(self.source_names), p=self.source_p))]
             i_g = SOURCES[name](image, alpha, rng, donors)
             region = ip + a * (i_g[rows, cols] - ip)  # eq. 1 with I_m = alpha
-            if float(np.abs(region[on] - ip[on]).mean()) >= MIN_VISIBLE_CHANGE:
+            if float(np.abs(region[on] - ip[on]).mean()) >= self.min_visible_change:
                 break
         else:
             name = "forced_intensity"

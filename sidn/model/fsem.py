@@ -25,7 +25,8 @@ Centre initialisation (``ModelConfig.center_init``, **our choice**):
   persistent buffer ``centres_initialised`` records that it happened, so a resumed run does not
   repeat it.
 
-With ``ModelConfig.use_clustering=False`` (Table II ablation A) the clustering losses are off
+With ``ModelConfig.use_clustering=False`` the clustering losses are off (Table II ablation A,
+together with ``use_gsrm=False``: profile ``ablation-a``)
 but the centres are kept: the GSRM still needs a ``C`` (eq. 23-24), so they are then ordinary
 learned parameters trained only through the GSRM.
 """

@@ -5,8 +5,10 @@ the ``K`` cluster centres ``C`` of the FSEM, so the attention map is only ``N x 
 
 * ``K = conv1x1(Z)``, ``V = conv1x1(Z)``, both ``[B, 16C, h, w]`` (Fig. 4);
 * ``K'`` = ``K`` reshaped to ``[B, N, 16C]`` with ``N = h*w``;
-* ``M = softmax(K' C^T)`` over the K centres, ``[B, N, K]`` (eq. 23; no ``1/sqrt(d)``
-  scaling, as written in the paper);
+* ``M = softmax(s K' C^T)`` over the K centres, ``[B, N, K]`` (eq. 23). The paper writes no
+  scaling (``s = 1``, the default); ``ModelConfig.gsrm_scale`` (our knob) sets ``s``, e.g.
+  ``1/sqrt(16C)`` as in eq. 20, because unscaled logits of 256-dim features saturate the
+  softmax to a one-hot choice with vanishing gradients;
 * ``Z' = V + reshape(M C)`` (eq. 24), ``[B, 16C, h, w]``.
 
 Time and memory are ``O(N*K)``: for 256x256 inputs ``N = 256``, ``16C = 256`` and ``K = 12``,
@@ -27,16 +29,17 @@ from torch import Tensor, nn
 class GSRM(nn.Module):
     """``forward(Z [B, D, h, w], C [K, D]) -> Z' [B, D, h, w]`` (eq. 21-24), ``D = 16C``."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, scale: float = 1.0) -> None:
         super().__init__()
         self.dim = dim
+        self.scale = float(scale)
         self.key = nn.Conv2d(dim, dim, kernel_size=1)
         self.value = nn.Conv2d(dim, dim, kernel_size=1)
 
     def attention(self, z: Tensor, centres: Tensor) -> Tensor:
-        """Attention map ``M = softmax(K' C^T)`` of eq. (23): ``[B, N, K]``, rows sum to 1."""
+        """Attention map ``M = softmax(s K' C^T)`` of eq. (23): ``[B, N, K]``, rows sum to 1."""
         k = self.key(z).flatten(2).transpose(1, 2)  # K' [B, N, D]
-        logits = torch.matmul(k, centres.t())  # [B, N, K]
+        logits = torch.matmul(k, centres.t()) * self.scale  # [B, N, K]
         return torch.softmax(logits.float(), dim=-1)
 
     def forward(self, z: Tensor, centres: Tensor, return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:

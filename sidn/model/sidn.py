@@ -104,8 +104,8 @@ class SIDN(nn.Module):
         self.fsem = FSEM(cfg.channels, cfg.clusters, cfg.center_init)
         # Table II ablation C (use_gsrm=False) builds no GSRM at all, so no parameter is left
         # without a gradient and the parameter / FLOP counts are those of the ablated network.
-        self.gsrm_t: GSRM | None = GSRM(dim) if cfg.use_gsrm else None
-        self.gsrm_d: GSRM | None = GSRM(dim) if cfg.use_gsrm else None
+        self.gsrm_t: GSRM | None = GSRM(dim, cfg.gsrm_scale) if cfg.use_gsrm else None
+        self.gsrm_d: GSRM | None = GSRM(dim, cfg.gsrm_scale) if cfg.use_gsrm else None
         self.sm_t = SM(cfg.channels)
         self.sm_d = SM(cfg.channels)
         self.register_buffer("threshold", torch.tensor(float("nan")))

@@ -1,0 +1,93 @@
+"""Learning curve: detection quality against CPU minutes of training, on the dev sets.
+
+Trains each category once per step budget with the given profile (a separate run per budget,
+since the learning-rate schedule depends on the budget), scores it with the dev protocol of
+``experiments/dev.py`` and appends the rows to ``--results``. ``--plot`` draws pixel AUROC, AUPRO
+and image AUROC against training minutes from those rows (one line per category):
+
+    python experiments/learning_curve.py run --budgets 75 150 300 600 \\
+        --set data/raw/sidn-dev:carpet,grid,leather,tile,wood --set ../shared/realdev/kolektorsdd:commutator
+    python experiments/learning_curve.py plot --out docs/learning_curve.png --table docs/learning_curve.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+METRICS = ("pixel_auroc", "aupro", "image_auroc")
+
+
+def run(budgets: list[int], sets: list[str], overrides: list[str], results: Path, out: Path, seed: int) -> None:
+    from dev import run as dev_run  # experiments/dev.py, the dev protocol
+
+    for spec in sets:
+        data, _, cats = spec.partition(":")
+        for category in cats.split(","):
+            for steps in budgets:
+                row = dev_run(category, f"curve-{steps}", [*overrides, f"train.steps={steps}"], data,
+                              "params.yaml", out, seed)
+                row["curve_steps"] = steps
+                print(json.dumps(row), flush=True)
+                with results.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+
+def load_curve(results: Path) -> pd.DataFrame:
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    df = pd.DataFrame([r for r in rows if "curve_steps" in r])
+    return df.sort_values(["category", "curve_steps"])
+
+
+def plot(results: Path, out: Path, table: Path | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = load_curve(results)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6), sharex=True)
+    for ax, metric in zip(axes, METRICS):
+        for category, g in df.groupby("category"):
+            ax.plot(g["train_min"], g[metric], marker="o", label=category)
+        ax.set_title(metric.replace("_", " "))
+        ax.set_xlabel("training minutes (CPU: %s)" % df["cpu"].iloc[0])
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("dev-set figure")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    if table is not None:
+        cols = ["category", "curve_steps", "train_min", *METRICS, "catch_rate", "false_alarm_rate"]
+        table.write_text(df[cols].to_markdown(index=False, floatfmt=".3f") + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--budgets", type=int, nargs="+", required=True, help="train.steps values")
+    r.add_argument("--set", dest="sets", action="append", required=True, help="DATA_ROOT:cat1,cat2 (dev sets only)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("overrides", nargs="*", help="section.key=value overrides (e.g. a profile's keys)")
+    r.add_argument("--out", type=Path, default=Path("experiments/runs"))
+    r.add_argument("--results", type=Path, default=Path("experiments/learning_curve.jsonl"))
+    p = sub.add_parser("plot")
+    p.add_argument("--results", type=Path, default=Path("experiments/learning_curve.jsonl"))
+    p.add_argument("--out", type=Path, default=Path("docs/learning_curve.png"))
+    p.add_argument("--table", type=Path, default=None)
+    args = ap.parse_intermixed_args()
+    if args.cmd == "run":
+        if any(s.split(":")[0].rstrip("/").endswith("sidn-default") for s in args.sets):
+            ap.error("learning curves are drawn on dev sets, not the default set")
+        run(args.budgets, args.sets, args.overrides, args.results, args.out, args.seed)
+    else:
+        plot(args.results, args.out, args.table)
+
+
+if __name__ == "__main__":
+    main()
