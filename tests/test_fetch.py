@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import tarfile
 import threading
@@ -29,6 +30,7 @@ class _Handler(BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
     truncate_once: dict[str, int] = {}  # path -> bytes to send before dropping the connection
     ignore_range = False
+    bare_416 = False  # answer 416 without a Content-Range header
     requests: list[tuple[str, str | None]] = []
 
     def log_message(self, *args: object) -> None:  # keep test output quiet
@@ -47,7 +49,8 @@ class _Handler(BaseHTTPRequestHandler):
             start = int(m.group(1))
             if start >= len(data):
                 self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
+                if not self.bare_416:
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
@@ -73,7 +76,8 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, type[_Handler
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    handler = type("Handler", (_Handler,), {"files": {}, "truncate_once": {}, "requests": [], "ignore_range": False})
+    handler = type("Handler", (_Handler,), {"files": {}, "truncate_once": {}, "requests": [], "ignore_range": False,
+                                            "bare_416": False})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -247,3 +251,166 @@ def test_unknown_category(tmp_path: Path) -> None:
     assert not (tmp_path / "cache").exists() and not (tmp_path / "data").exists()
     with pytest.raises(ValueError, match="invalid category name"):
         fetch_mvtec(["../etc"], tmp_path / "data", urls={"../etc": "http://127.0.0.1:9/x.tar.xz"})
+
+
+# --------------------------------------------------------------------------- cache and resume
+
+
+def test_cached_archive_with_wrong_checksum_is_downloaded_again(tmp_path: Path, server) -> None:
+    base, handler = server
+    data = _category_tar(tmp_path)
+    handler.files["/carpet.tar.xz"] = data
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "carpet.tar.xz").write_bytes(data[:-10] + b"tampered!!")  # same size, wrong content
+    kw = dict(urls={"carpet": f"{base}/carpet.tar.xz"}, sha256={"carpet": _sha(data)}, cache_dir=cache)
+    assert fetch_mvtec(["carpet"], tmp_path / "data", **kw) == [tmp_path / "data" / "carpet"]
+    assert handler.requests == [("/carpet.tar.xz", None)]  # a full download, not a resume
+    assert _sha((cache / "carpet.tar.xz").read_bytes()) == _sha(data)
+    # when the new download fails, the bad cached copy is gone, not reused
+    (cache / "carpet.tar.xz").write_bytes(b"tampered")
+    with pytest.raises(FetchError, match="HTTP 404"):
+        fetch_mvtec(["carpet"], tmp_path / "data2", urls={"carpet": f"{base}/gone.tar.xz"},
+                    sha256={"carpet": _sha(data)}, cache_dir=cache)
+    assert not (cache / "gone.tar.xz").exists() and not (tmp_path / "data2" / "carpet").exists()
+
+
+def test_cached_archive_without_checksum_is_still_checked_when_extracting(tmp_path: Path, server) -> None:
+    base, handler = server
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "carpet.tar.xz").write_bytes(b"\xfd7zXZ\x00 broken")  # corrupt cached copy, no digest to check
+    with pytest.raises(FetchError, match="cannot read archive"):
+        fetch_mvtec(["carpet"], tmp_path / "data", urls={"carpet": f"{base}/carpet.tar.xz"},
+                    sha256={"carpet": None}, cache_dir=cache)
+    assert not (cache / "carpet.tar.xz").exists() and handler.requests == []  # deleted: the next run downloads
+
+
+def test_416_on_resume_of_a_complete_part_file(tmp_path: Path, server) -> None:
+    base, handler = server
+    data = _category_tar(tmp_path)
+    handler.files["/carpet.tar.xz"] = data
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "carpet.tar.xz.part").write_bytes(data)  # download finished, rename never happened
+    fetch_mvtec(["carpet"], tmp_path / "data", urls={"carpet": f"{base}/carpet.tar.xz"},
+                sha256={"carpet": _sha(data)}, cache_dir=cache)
+    assert handler.requests == [("/carpet.tar.xz", f"bytes={len(data)}-")]  # answered 416: nothing re-downloaded
+    assert not (cache / "carpet.tar.xz.part").exists() and (tmp_path / "data" / "carpet" / "train" / "good").is_dir()
+
+
+@pytest.mark.parametrize("bare", [False, True], ids=["content-range", "no-content-range"])
+def test_416_on_resume_of_a_stale_longer_part_file_restarts(tmp_path: Path, server, bare: bool) -> None:
+    base, handler = server
+    data = _category_tar(tmp_path)
+    handler.files["/carpet.tar.xz"] = data
+    handler.bare_416 = bare
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "carpet.tar.xz.part").write_bytes(b"s" * (len(data) + 100))  # left over from another file
+    fetch_mvtec(["carpet"], tmp_path / "data", urls={"carpet": f"{base}/carpet.tar.xz"},
+                sha256={"carpet": _sha(data)}, cache_dir=cache)
+    assert handler.requests == [("/carpet.tar.xz", f"bytes={len(data) + 100}-"), ("/carpet.tar.xz", None)]
+    assert _sha((cache / "carpet.tar.xz").read_bytes()) == _sha(data)
+
+
+def test_416_on_resume_of_a_same_size_wrong_part_file(tmp_path: Path, server) -> None:
+    base, handler = server
+    data = _category_tar(tmp_path)
+    handler.files["/carpet.tar.xz"] = data
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "carpet.tar.xz.part").write_bytes(b"s" * len(data))
+    kw = dict(urls={"carpet": f"{base}/carpet.tar.xz"}, sha256={"carpet": _sha(data)}, cache_dir=cache)
+    with pytest.raises(FetchError, match="sha256 mismatch"):  # 416 says "complete"; the digest says otherwise
+        fetch_mvtec(["carpet"], tmp_path / "data", **kw)
+    assert list(cache.iterdir()) == []  # the bad part file is deleted, so the next run starts over
+    fetch_mvtec(["carpet"], tmp_path / "data", **kw)
+    assert handler.requests[-1] == ("/carpet.tar.xz", None)
+
+
+# --------------------------------------------------------------------------- links, devices, PATH_MAX
+
+
+def _dir(name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE
+    info.mode = 0o755
+    return info
+
+
+def _symlink_chain(tmp: Path) -> list[tarfile.TarInfo]:
+    """s0 -> ., s1 -> s0/.., s2 -> s1/.., ...: each link stays inside carpet/ as text, s1 is really
+    the extraction folder, s2 its parent, and so on; then a file written through the last link."""
+    members = [_link("carpet/s0", ".", tarfile.SYMTYPE)]
+    for k in range(1, 6):
+        members.append(_link(f"carpet/s{k}", f"s{k - 1}/..", tarfile.SYMTYPE))
+    return members + [_file("carpet/s5/evil.txt")]
+
+
+def _path_max_escape(tmp: Path) -> list[tarfile.TarInfo]:
+    """The CVE-2025-4517 construction, entirely under carpet/, with every link inside carpet/ as
+    text: nested folders and step links whose expansion exceeds PATH_MAX, so that
+    ``os.path.realpath`` (and with it tarfile's ``data`` filter) stops resolving, then a link
+    through them that really leads three levels above carpet/, and a file written through it."""
+    dest_root = tmp / "deep" / "data"  # where test_link_tricks_refused extracts
+    dest_root.mkdir(parents=True, exist_ok=True)
+    # extraction folder: <dest_root>/.carpet.extract-XXXXXXXX (tempfile.mkdtemp adds 8 characters)
+    base = len(os.path.realpath(dest_root)) + len("/.carpet.extract-") + 8 + len("/carpet")
+    path_max = os.pathconf(dest_root, "PC_PATH_MAX")
+    steps = "abcdefghijklmnop"
+    component = "d" * ((path_max - base - 1) // (len(steps) + 1))
+    members, path = [], "carpet"
+    for step in steps:
+        members += [_dir(f"{path}/{component}"), _link(f"{path}/{step}", component, tarfile.SYMTYPE)]
+        path = f"{path}/{component}"
+    long_link = "/".join(steps) + "/" + "l" * 254
+    members.append(_link(f"carpet/{long_link}", "/".join([".."] * len(steps)), tarfile.SYMTYPE))
+    members.append(_link("carpet/escape", f"{long_link}/../../..", tarfile.SYMTYPE))
+    return members + [_file("carpet/escape/evil.txt")]
+
+
+@pytest.mark.parametrize(
+    "members_fn, refused, why",
+    [
+        (_symlink_chain, "carpet/s0", "symbolic link"),
+        (_path_max_escape, "carpet/a'", "symbolic link"),
+        (lambda tmp: [_link("carpet/hard", "carpet/train/good/000.png", tarfile.LNKTYPE)], "carpet/hard", "hard link"),
+        (lambda tmp: [_link("carpet/train/good/x.png", "000.png", tarfile.SYMTYPE)], "carpet/train/good/x.png",
+         "symbolic link"),
+        (lambda tmp: [_link("carpet/fifo", "", tarfile.FIFOTYPE)], "carpet/fifo", "device or FIFO"),
+        (lambda tmp: [_link("carpet/tty", "", tarfile.CHRTYPE)], "carpet/tty", "device or FIFO"),
+        (lambda tmp: [_link("carpet/disk", "", tarfile.BLKTYPE)], "carpet/disk", "device or FIFO"),
+        (lambda tmp: [_link("grid/link", "../grid", tarfile.SYMTYPE)], "grid/link", "symbolic link"),  # not requested
+    ],
+    ids=["symlink-chain", "path-max-escape", "hardlink-inside", "symlink-inside", "fifo", "char-device",
+         "block-device", "link-in-other-category"],
+)
+def test_link_tricks_refused(tmp_path: Path, server, members_fn, refused: str, why: str) -> None:
+    base, handler = server
+    data = _category_tar(tmp_path, extra=members_fn(tmp_path))
+    handler.files["/carpet.tar.xz"] = data
+    dest = tmp_path / "deep" / "data"
+    with pytest.raises(FetchError, match="refusing unsafe archive member") as ei:
+        fetch_mvtec(["carpet"], dest, urls={"carpet": f"{base}/carpet.tar.xz"},
+                    sha256={"carpet": _sha(data)}, cache_dir=tmp_path / "cache")
+    msg = str(ei.value)
+    assert msg.startswith(str(tmp_path / "cache" / "carpet.tar.xz")) and why in msg
+    assert f"'{refused}" in msg  # names the member (the first offending one)
+    assert not (dest / "carpet").exists() and list(dest.iterdir()) == []
+    assert not list(tmp_path.rglob("evil.txt"))
+
+
+def test_written_files_are_plain_and_inside(tmp_path: Path, server) -> None:
+    base, handler = server
+    data = _category_tar(tmp_path)
+    handler.files["/carpet.tar.xz"] = data
+    dest = tmp_path / "data"
+    fetch_mvtec(["carpet"], dest, urls={"carpet": f"{base}/carpet.tar.xz"}, sha256={"carpet": _sha(data)},
+                cache_dir=tmp_path / "cache")
+    files = [p for p in (dest / "carpet").rglob("*")]
+    assert files and all(not p.is_symlink() and (p.is_dir() or p.is_file()) for p in files)
+    src = tmp_path / "src" / "carpet" / "train" / "good" / "000.png"
+    assert (dest / "carpet" / "train" / "good" / "000.png").read_bytes() == src.read_bytes()
+    assert sorted(p.relative_to(dest / "carpet") for p in files) == sorted(
+        p.relative_to(tmp_path / "src" / "carpet") for p in (tmp_path / "src" / "carpet").rglob("*"))

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers_data import make_mvtec_tree, write_png
+import cv2
+
+from helpers_data import make_mvtec_tree, texture, write_png
 from sidn.data.validate import (
     CHECKS,
     FRAME_COLUMNS,
@@ -68,7 +70,7 @@ def test_every_problem_is_named(tmp_path: Path) -> None:
     report = validate_dataset(root, ["carpet", "wood", "tile"], out, min_train_images=2)
     assert not report.passed
     fails = _fail_map(report)
-    assert set(fails) == set(CHECKS) - {"mask_decodes"}, fails
+    assert set(fails) == set(CHECKS) - {"mask_decodes", "mask_has_image", "gt_folder_has_test", "has_categories"}, fails
 
     assert set(fails["image_decodes"]) == {str(corrupt), str(empty)}
     assert "truncated" in fails["image_decodes"][str(corrupt)]
@@ -132,3 +134,85 @@ def test_no_categories_at_all(tmp_path: Path) -> None:
     assert not report.passed
     assert [f["expectation"] for f in report.failures] == ["min_train_images"]
     assert report.failures[0]["file"] == str(tmp_path / "nothing" / "carpet" / "train" / "good")
+
+
+def test_root_without_categories_fails(tmp_path: Path) -> None:
+    root = tmp_path / "empty_root"
+    root.mkdir()
+    for where in (root, tmp_path / "missing_root"):
+        report = validate_dataset(where, [], tmp_path / "out")
+        assert not report.passed
+        assert [(f["expectation"], f["file"]) for f in report.failures] == [("has_categories", str(where))]
+        assert "no category" in report.failures[0]["detail"]
+        assert format_report(report).startswith("Data validation FAILED")
+        assert json.loads(report.result_json.read_text())["n_images"] == 0
+
+
+def test_category_without_images_fails_even_with_min_zero(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "carpet" / "train" / "good").mkdir(parents=True)  # folders, no images
+    (root / "carpet" / "test" / "good").mkdir(parents=True)
+    (root / "wood").mkdir()  # category folder with nothing in it
+    report = validate_dataset(root, ["carpet", "wood"], tmp_path / "out", min_train_images=0)
+    assert not report.passed
+    fails = _fail_map(report)
+    assert set(fails) == {"min_train_images"}
+    assert set(fails["min_train_images"]) == {str(root / "carpet" / "train" / "good"), str(root / "wood" / "train" / "good")}
+    assert "0 usable training image(s), need at least 1" in fails["min_train_images"][str(root / "carpet" / "train" / "good")]
+
+
+def test_masks_and_mask_folders_without_images_fail(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    c = make_mvtec_tree(root, "carpet", n_train=3, n_test_good=1, defects={"cut": 2})
+    gt = c / "ground_truth"
+    mask = np.zeros((64, 64), np.uint8)
+    mask[10:20, 10:20] = 255
+    orphan = write_png(gt / "cut" / "007_mask.png", mask)  # no test/cut/007.*
+    misnamed = write_png(gt / "cut" / "001.png", mask)  # not <name>_mask.*
+    unused = write_png(gt / "cut" / "000_mask.bmp", mask)  # test/cut/000.png uses 000_mask.png
+    stray_dir = gt / "hole"  # no test/hole/
+    write_png(stray_dir / "000_mask.png", mask)
+    write_png(stray_dir / "001_mask.png", mask)
+
+    report = validate_dataset(root, ["carpet"], tmp_path / "out", min_train_images=3)
+    assert not report.passed
+    fails = _fail_map(report)
+    assert set(fails) == {"mask_has_image", "gt_folder_has_test"}, fails
+    assert set(fails["mask_has_image"]) == {str(orphan), str(misnamed), str(unused)}
+    assert "no test image" in fails["mask_has_image"][str(orphan)] and str(c / "test" / "cut" / "007") in fails[
+        "mask_has_image"][str(orphan)]
+    assert "does not end in '_mask'" in fails["mask_has_image"][str(misnamed)]
+    assert str(gt / "cut" / "000_mask.png") in fails["mask_has_image"][str(unused)]
+    assert set(fails["gt_folder_has_test"]) == {str(stray_dir)}  # the folder once, not each of its masks
+    assert str(c / "test" / "hole") in fails["gt_folder_has_test"][str(stray_dir)]
+    text = format_report(report)
+    assert str(orphan) in text and str(stray_dir) in text
+    assert "FAILED" in report.html.read_text()
+
+    for p in (orphan, misnamed, unused):
+        p.unlink()
+    shutil.rmtree(stray_dir)
+    assert validate_dataset(root, ["carpet"], tmp_path / "out", min_train_images=3).passed
+
+
+def test_damaged_jpegs_fail_validation(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    c = make_mvtec_tree(root, "carpet", n_train=3, n_test_good=2, defects={})
+    rng = np.random.default_rng(3)
+    ok, buf = cv2.imencode(".jpg", texture(rng, 64), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    truncated = c / "train" / "good" / "003.jpg"
+    truncated.write_bytes(buf.tobytes()[: len(buf) // 2] + b"\xff\xd9")  # cut, end marker appended again
+    ok, buf = cv2.imencode(".jpg", texture(rng, 64), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    corrupt = bytearray(buf.tobytes())
+    corrupt[len(corrupt) // 2 : len(corrupt) // 2 + 2] = b"\xff\xd5"  # stray restart marker in the image data
+    corrupt_path = c / "test" / "good" / "002.jpg"
+    corrupt_path.write_bytes(bytes(corrupt))
+    for p in (truncated, corrupt_path):  # OpenCV alone decodes both
+        assert cv2.imread(str(p), cv2.IMREAD_UNCHANGED) is not None
+
+    report = validate_dataset(root, ["carpet"], tmp_path / "out", min_train_images=3)
+    fails = _fail_map(report)
+    assert not report.passed and set(fails) == {"image_decodes"}, fails
+    assert set(fails["image_decodes"]) == {str(truncated), str(corrupt_path)}
+    assert "damaged JPEG" in fails["image_decodes"][str(truncated)]
+    assert "restart marker" in fails["image_decodes"][str(corrupt_path)]

@@ -8,9 +8,14 @@ Per category: ``<cache_dir>/<archive>.part`` is downloaded with urllib (an exist
 resumed with an HTTP ``Range`` request), checked against its sha256 when one is known (a mismatch
 deletes the part file), renamed to ``<cache_dir>/<archive>``, and only the requested category is
 extracted -- into a temporary folder next to the destination that is renamed into place, so a
-failed run never leaves a half-extracted category. Archive members that would land outside the
-target (absolute paths, ``..``, links pointing outside, devices) make the whole archive refused;
-``tarfile``'s ``filter="data"`` is applied on top as a second line of defence.
+failed run never leaves a half-extracted category. MVTec archives hold only folders and regular
+files, so any other member -- symbolic or hard link, device, FIFO -- makes the whole archive
+refused, as does a member with an absolute path or ``..``. Links are refused outright rather
+than checked, because a chain of links that each stay inside the folder as text can still lead
+outside it on disk (and ``tarfile``'s own ``filter="data"`` has been fooled that way, e.g. with
+links whose resolved path exceeds PATH_MAX). Members are then written by sidn itself, not by
+``tarfile``'s extraction code: every target path is checked against the real (resolved)
+extraction folder, and files are created with ``O_EXCL | O_NOFOLLOW``.
 """
 
 from __future__ import annotations
@@ -208,26 +213,49 @@ def download_archive(url: str, archive: Path, sha256: str | None, timeout: float
 
 
 def _member_problem(m: tarfile.TarInfo) -> str | None:
-    """Why extracting this member could write outside the target, or None if it is safe."""
+    """Why this member is refused, or None: only folders and regular files with relative names
+    free of ``..`` are accepted (MVTec archives hold nothing else)."""
+    if m.issym():
+        return f"symbolic link (to {m.linkname!r}); archives with links are not accepted"
+    if m.islnk():
+        return f"hard link (to {m.linkname!r}); archives with links are not accepted"
+    if m.ischr() or m.isblk() or m.isfifo():
+        return "device or FIFO"
+    if not (m.isreg() or m.isdir()):
+        return f"unsupported member type {m.type!r}"
     name = m.name.replace("\\", "/")
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
         return "absolute path"
     if ".." in name.split("/"):
         return "'..' in path"
-    if m.issym():
-        link = m.linkname.replace("\\", "/")
-        if link.startswith("/") or re.match(r"^[A-Za-z]:", link):
-            return f"symlink to absolute path {m.linkname!r}"
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), link))
-        if resolved == ".." or resolved.startswith("../"):
-            return f"symlink pointing outside the archive ({m.linkname!r})"
-    if m.islnk():
-        link = m.linkname.replace("\\", "/")
-        if link.startswith("/") or re.match(r"^[A-Za-z]:", link) or ".." in link.split("/"):
-            return f"hard link pointing outside the archive ({m.linkname!r})"
-    if m.ischr() or m.isblk() or m.isfifo():
-        return "device or FIFO"
     return None
+
+
+def _write_members(tar: tarfile.TarFile, selected: list[tuple[str, tarfile.TarInfo]], tmp: Path, archive: Path) -> None:
+    """Write folders and regular files below ``tmp``, checking each path against the real folder.
+
+    ``tmp`` is a fresh folder and no link is ever written, so nothing below it can redirect a
+    path; ``O_NOFOLLOW`` and the resolved-path check make sure of it anyway.
+    """
+    root = os.path.realpath(tmp)
+    kinds: dict[str, bool] = {}  # name -> is a folder
+    for name, m in selected:
+        dest = os.path.realpath(os.path.join(root, name))
+        if dest == root or os.path.commonpath([root, dest]) != root:
+            raise FetchError(f"{archive}: refusing unsafe archive member {m.name!r}: it would be written outside {tmp}")
+        if name in kinds and not (m.isdir() and kinds[name]):
+            raise FetchError(f"{archive}: refusing unsafe archive member {m.name!r}: it occurs twice in the archive")
+        kinds[name] = m.isdir()
+        if m.isdir():
+            os.makedirs(dest, exist_ok=True)
+            continue
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        src = tar.extractfile(m)
+        if src is None:  # pragma: no cover - regular members always have a file object
+            raise FetchError(f"{archive}: cannot read archive member {m.name!r}")
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        with src, os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out, CHUNK)
 
 
 def _category_prefix(names: list[str], category: str) -> str | None:
@@ -247,9 +275,11 @@ def _category_prefix(names: list[str], category: str) -> str | None:
 
 
 def extract_category(archive: Path, category: str, dest_root: Path) -> Path:
-    """Extract only ``<category>/`` from ``archive`` into ``dest_root/<category>``, atomically."""
-    if not hasattr(tarfile, "data_filter"):  # pragma: no cover - Python < 3.11.4
-        raise FetchError("safe extraction needs Python >= 3.11.4 (tarfile extraction filters)")
+    """Extract only ``<category>/`` from ``archive`` into ``dest_root/<category>``, atomically.
+
+    FetchError naming the archive and the member when any member of the archive is not a
+    folder or regular file with a safe relative name (see the module docstring).
+    """
     archive, dest_root = Path(archive), Path(dest_root)
     target = dest_root / category
     dest_root.mkdir(parents=True, exist_ok=True)
@@ -266,20 +296,8 @@ def extract_category(archive: Path, category: str, dest_root: Path) -> Path:
                 prefix = _category_prefix([n + ("/" if m.isdir() else "") for n, m in zip(names, members)], category)
                 if prefix is None:
                     raise FetchError(f"{archive}: no '{category}/train/' folder in the archive")
-                selected = [m for n, m in zip(names, members) if n == prefix or n.startswith(prefix + "/")]
-                for n, m in zip(names, members):
-                    if m in selected and (m.issym() or m.islnk()):
-                        link = m.linkname.replace("\\", "/")
-                        base = posixpath.dirname(n) if m.issym() else ""
-                        resolved = posixpath.normpath(posixpath.join(base, link))
-                        if not (resolved == prefix or resolved.startswith(prefix + "/")):
-                            raise FetchError(
-                                f"{archive}: refusing unsafe archive member {m.name!r}: link to {m.linkname!r} "
-                                f"points outside the '{prefix}' folder"
-                            )
-                tar.extractall(tmp, members=selected, filter="data")
-        except tarfile.FilterError as exc:
-            raise FetchError(f"{archive}: refusing unsafe archive member: {exc}") from exc
+                selected = [(n, m) for n, m in zip(names, members) if n == prefix or n.startswith(prefix + "/")]
+                _write_members(tar, selected, tmp, archive)
         except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error) as exc:
             raise CorruptArchiveError(f"{archive}: cannot read archive ({exc}); it was deleted, fetch again") from exc
         except OSError as exc:

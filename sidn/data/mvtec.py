@@ -11,6 +11,12 @@ Images may be PNG, JPEG, BMP or TIFF, 8- or 16-bit, gray, RGB or RGBA; they are 
 ``cv2.IMREAD_UNCHANGED`` and turned into grayscale float32 in [0, 1] (the paper works on
 grayscale images). Masks must be binary: {0, 255} or {0, 1} (16-bit: {0, 65535} or {0, 1}).
 
+Every file is read in its *displayed* orientation (see :func:`decode_bytes`): the EXIF
+orientation tag of a JPEG or PNG is applied, as image viewers do (OpenCV's TIFF reader already
+applies a TIFF's own orientation tag), so a mask drawn over an image in a viewer lines up with it.
+Damaged JPEGs (image data that ends early, stray markers) are refused instead of being decoded
+with grey rows.
+
 Every problem raises :class:`DataError` whose message starts with the offending file (or the
 folder that was expected) and says what is wrong.
 """
@@ -19,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -76,27 +84,219 @@ def read_bytes(path: str | os.PathLike) -> bytes:
 
 
 def _looks_truncated(data: bytes) -> str | None:
-    """Cheap structural end-of-file check for PNG and JPEG.
+    """Cheap structural end-of-file check for PNG (JPEG files get :func:`_jpeg_layout`).
 
     Some decoder builds return a partly grey image for a truncated file instead of failing, so we
-    check that the end marker (PNG ``IEND`` chunk, JPEG ``FFD9``) is present near the end.
+    check that the PNG end chunk ``IEND`` is present near the end.
     """
-    tail = data[-4096:]
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" not in tail:
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" not in data[-4096:]:
         return "truncated PNG file (no IEND chunk at the end)"
-    if data.startswith(b"\xff\xd8") and b"\xff\xd9" not in tail:
-        return "truncated JPEG file (no end-of-image marker)"
     return None
+
+
+# --------------------------------------------------------------------------- JPEG checks, orientation
+
+# Filler inserted before the end of each JPEG scan by the early-end check: no 0xFF byte, so a
+# decoder reads it as entropy-coded data, never as a marker; it starts with 1-bits, so it does
+# not decode like the zero bits a decoder stuffs in when a scan's data runs out.
+_JPEG_FILLER = bytes((i * 73 + 0xB5) % 255 for i in range(512))
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # frame headers (not DHT, JPG, DAC)
+_JPEG_HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3})  # baseline, extended, progressive, lossless
+_JPEG_DCT_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC9, 0xCA})  # single-frame DCT: scans must cover all 64 coefficients
+
+
+@dataclass(frozen=True)
+class _JpegLayout:
+    """What :func:`_jpeg_layout` found: where each scan's data ends, coding, EXIF orientation."""
+
+    scan_ends: list[tuple[int, int]]  # (offset of the marker ending a scan, next restart index or -1)
+    huffman: bool
+    orientation: int
+
+
+def _exif_orientation(tiff: bytes) -> int:
+    """EXIF orientation (1..8) from a TIFF-structured EXIF block; 1 when absent or unreadable."""
+    try:
+        order = {b"II": "<", b"MM": ">"}[bytes(tiff[:2])]
+        (ifd,) = struct.unpack_from(order + "I", tiff, 4)
+        (count,) = struct.unpack_from(order + "H", tiff, ifd)
+        for k in range(count):
+            tag, kind, n = struct.unpack_from(order + "HHI", tiff, ifd + 2 + 12 * k)
+            if tag == 0x0112:
+                if kind != 3 or n != 1:  # must be one SHORT
+                    return 1
+                (value,) = struct.unpack_from(order + "H", tiff, ifd + 2 + 12 * k + 8)
+                return value if 1 <= value <= 8 else 1
+    except (KeyError, struct.error):
+        pass
+    return 1
+
+
+def _png_orientation(data: bytes) -> int:
+    """EXIF orientation from a PNG's ``eXIf`` chunk (1 without one); walks chunk headers only."""
+    i, n = 8, len(data)
+    while i + 8 <= n:
+        length = int.from_bytes(data[i : i + 4], "big")
+        kind = data[i + 4 : i + 8]
+        if kind == b"eXIf":
+            return _exif_orientation(data[i + 8 : i + 8 + length])
+        if kind == b"IEND":
+            break
+        i += 12 + length
+    return 1
+
+
+def _scan_end(data: bytes, i: int, restart_interval: int, path: str | os.PathLike) -> tuple[int, int]:
+    """Offset of the marker that ends the entropy-coded data starting at ``i``, and the index
+    (0..7) of the restart marker that would come next. DataError for stray restart markers."""
+    expected = 0
+    while True:
+        j = data.find(b"\xff", i)
+        if j < 0 or j + 1 >= len(data):
+            raise DataError(path, "truncated JPEG file (image data runs to the end of the file, no end-of-image marker)")
+        code = data[j + 1]
+        if code == 0x00:  # stuffed 0xFF data byte
+            i = j + 2
+        elif 0xD0 <= code <= 0xD7:
+            if not restart_interval:
+                raise DataError(path, f"damaged JPEG: restart marker at byte {j} in a file without restart interval")
+            if code - 0xD0 != expected:
+                raise DataError(
+                    path, f"damaged JPEG: restart marker {code - 0xD0} at byte {j} out of sequence (expected {expected})"
+                )
+            expected = (expected + 1) % 8
+            i = j + 2
+        else:
+            return j, expected
+
+
+def _jpeg_layout(data: bytes, path: str | os.PathLike) -> _JpegLayout:
+    """Walk the markers of a JPEG file; DataError naming ``path`` when its structure is damaged.
+
+    Refused: a segment running past the end of the file, a marker that cannot occur there (a
+    reserved code, a restart marker outside image data or out of sequence, a second
+    start-of-image), image data before the frame header, no end-of-image marker, and -- for
+    single-frame DCT files -- scans that leave some coefficient of some component uncoded (a
+    file cut between two scans of a progressive JPEG). Bytes between segments and after the
+    end-of-image marker are skipped, as decoders do.
+    """
+    n, i = len(data), 2
+    sof: int | None = None
+    restart_interval = 0
+    orientation: int | None = None
+    scan_ends: list[tuple[int, int]] = []
+    coverage: dict[int, int] = {}  # component id -> bit k set once coefficient k is fully coded
+    while True:
+        i = data.find(b"\xff", i)  # bytes between segments are skipped, as decoders do
+        while 0 <= i < n and data[i] == 0xFF:  # fill bytes before a marker
+            i += 1
+        if i < 0 or i >= n:
+            raise DataError(path, "truncated JPEG file (no end-of-image marker)")
+        marker, at = data[i], i - 1
+        i += 1
+        if marker == 0xD9:  # end of image
+            break
+        if marker == 0x01:  # TEM: no length field, ignored
+            continue
+        if marker < 0xC0 or 0xD0 <= marker <= 0xD8:  # reserved codes, or markers that cannot occur here
+            raise DataError(path, f"damaged JPEG: unexpected marker 0xFF{marker:02X} at byte {at}")
+        length = int.from_bytes(data[i : i + 2], "big")
+        if i + 2 > n or length < 2 or i + length > n:
+            raise DataError(path, f"damaged or truncated JPEG file (segment 0xFF{marker:02X} at byte {at} runs past the end)")
+        body = i + 2
+        i += length
+        if marker in _JPEG_SOF:
+            sof = marker
+            n_comp = data[body + 5] if length >= 8 else 0
+            coverage = {data[body + 6 + 3 * c]: 0 for c in range(n_comp) if body + 6 + 3 * c < i}
+        elif marker == 0xDD and length >= 4:  # DRI: restart interval
+            restart_interval = int.from_bytes(data[body : body + 2], "big")
+        elif marker == 0xE1 and orientation is None and data[body : body + 6] == b"Exif\x00\x00":
+            orientation = _exif_orientation(data[body + 6 : i])
+        elif marker == 0xDA:  # start of scan: entropy-coded data follows the header
+            if sof is None:
+                raise DataError(path, f"damaged JPEG: image data at byte {at} before the frame header")
+            n_scan = data[body] if length >= 3 else 0
+            if length < 6 + 2 * n_scan:
+                raise DataError(path, f"damaged JPEG: scan header at byte {at} is too short")
+            first, last, approx = data[body + 1 + 2 * n_scan : body + 4 + 2 * n_scan]
+            if approx & 0x0F == 0 and first <= last <= 63:  # these coefficients are now complete
+                for c in range(n_scan):
+                    cid = data[body + 1 + 2 * c]
+                    if cid in coverage:
+                        coverage[cid] |= (1 << (last + 1)) - (1 << first)
+            end, next_restart = _scan_end(data, i, restart_interval, path)
+            scan_ends.append((end, next_restart if restart_interval else -1))
+            i = end
+    if sof is None or not scan_ends:
+        raise DataError(path, "damaged JPEG: no frame header or no image data before the end-of-image marker")
+    if sof in _JPEG_DCT_SOF and any(bits != (1 << 64) - 1 for bits in coverage.values()):
+        raise DataError(
+            path,
+            "damaged JPEG: scans are missing (file truncated between scans and given an end marker again?); "
+            "a decoder would leave part of the image grey or blurred",
+        )
+    return _JpegLayout(scan_ends, sof in _JPEG_HUFFMAN_SOF, orientation or 1)
+
+
+def _jpeg_ends_early(data: bytes, layout: _JpegLayout, raw: np.ndarray) -> bool:
+    """True when some scan of a decoded Huffman JPEG has less data than its blocks need.
+
+    A decoder stops reading a scan after its last block, so filler bytes inserted before the
+    marker that ends the scan (and, with restart intervals, a filler, the next restart marker
+    and more filler) leave a complete file's pixels unchanged. A scan that ends early (a file
+    truncated and given an end-of-image marker again, or corrupt data that hits a marker) is
+    filled with zeros -- the grey rows -- without the filler, and decodes the filler with it.
+    """
+    parts: list[bytes] = []
+    prev = 0
+    for end, next_restart in layout.scan_ends:
+        parts += [data[prev:end], _JPEG_FILLER]
+        if next_restart >= 0:
+            parts += [bytes((0xFF, 0xD0 + next_restart)), _JPEG_FILLER]
+        prev = end
+    parts.append(data[prev:])
+    probe = cv2.imdecode(np.frombuffer(b"".join(parts), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    return probe is None or probe.shape != raw.shape or not np.array_equal(probe, raw)
+
+
+def _apply_orientation(raw: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels into their displayed orientation (EXIF orientation values 1..8)."""
+    turned = {
+        2: lambda a: a[:, ::-1],  # mirrored left-right
+        3: lambda a: a[::-1, ::-1],  # rotated 180
+        4: lambda a: a[::-1],  # mirrored top-bottom
+        5: lambda a: a.swapaxes(0, 1),  # transposed
+        6: lambda a: np.rot90(a, -1),  # stored rotated 90 counter-clockwise: turn clockwise
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),  # transversed
+        8: lambda a: np.rot90(a, 1),  # stored rotated 90 clockwise: turn counter-clockwise
+    }.get(orientation)
+    return raw if turned is None else np.ascontiguousarray(turned(raw))
 
 
 def decode_bytes(data: bytes, path: str | os.PathLike) -> np.ndarray:
     """Decode image bytes with ``cv2.IMREAD_UNCHANGED``; DataError naming ``path`` on failure.
 
-    Returns the raw array (uint8 or uint16; [H, W] or [H, W, C] in BGR(A) order).
+    Returns the raw array (uint8 or uint16; [H, W] or [H, W, C] in BGR(A) order) in the
+    orientation image viewers display:
+
+    * JPEG (Exif APP1 segment) and PNG (``eXIf`` chunk): the EXIF orientation tag is applied
+      here, because ``IMREAD_UNCHANGED`` ignores it; TIFF: OpenCV's TIFF reader applies the
+      file's Orientation tag itself. Height and width are those after turning, so masks drawn
+      over the displayed image match. Values outside 1..8 are ignored, as viewers do.
+    * JPEG files are checked for damage a decoder would hide (libjpeg fills missing image data
+      with grey and only prints a warning): the marker structure is walked strictly
+      (:func:`_jpeg_layout`), and a Huffman-coded file is decoded a second time with filler
+      before the end of each scan, which changes the pixels only when a scan's data ends early
+      (:func:`_jpeg_ends_early`): a file truncated and given an end marker again, or corrupt
+      data that runs into a marker. That second decode is the check's cost (about one decode).
+      Bit errors that leave the coded data a consistent length cannot be detected (no decoder
+      reports them either); arithmetic-coded files get the structure check only.
     """
     problem = _looks_truncated(data)
     if problem:
         raise DataError(path, problem)
+    layout = _jpeg_layout(data, path) if data.startswith(b"\xff\xd8") else None
     try:
         raw = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # pragma: no cover - imdecode normally returns None
@@ -109,11 +309,22 @@ def decode_bytes(data: bytes, path: str | os.PathLike) -> np.ndarray:
         raise DataError(path, f"unsupported number of channels {raw.shape[2]} (expected 1, 3 or 4)")
     if raw.ndim not in (2, 3):
         raise DataError(path, f"unsupported image shape {raw.shape}")
+    if layout is not None:
+        if layout.huffman and _jpeg_ends_early(data, layout, raw):
+            raise DataError(
+                path,
+                "damaged JPEG: the image data ends before the last blocks (file truncated or corrupt); "
+                "a decoder would fill the rest with grey",
+            )
+        return _apply_orientation(raw, layout.orientation)
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return _apply_orientation(raw, _png_orientation(data))
     return raw
 
 
 def read_raw(path: str | os.PathLike) -> np.ndarray:
-    """Read and decode an image file unchanged (dtype and channels as stored)."""
+    """Read and decode an image file (dtype and channels as stored, displayed orientation);
+    see :func:`decode_bytes`."""
     return decode_bytes(read_bytes(path), path)
 
 
@@ -267,16 +478,28 @@ def check_category_dir(root: str | os.PathLike, category: str) -> Path:
 # --------------------------------------------------------------------------- manifest
 
 
-def _manifest_row(cat_dir: Path, category: str, split: str, defect: str, path: Path) -> dict:
-    raw = read_raw(path)
-    h, w, c, bits = image_info(raw)
+def _manifest_row(cat_dir: Path, category: str, split: str, defect: str, path: Path,
+                  unreadable: list[tuple[str, str]] | None = None) -> dict:
+    """One manifest row; DataError for a bad image or mask.
+
+    With ``unreadable`` given, an image that cannot be decoded does not raise: ``(path, problem)``
+    is appended to it and the row gets height, width, channels and bit depth 0 (its mask is still
+    checked, except for its size).
+    """
+    try:
+        h, w, c, bits = image_info(read_raw(path))
+    except DataError as exc:
+        if unreadable is None:
+            raise
+        unreadable.append((exc.path, exc.problem))
+        h = w = c = bits = 0
     mask_path = ""
     if defect != "good":
         mp = mask_path_for(cat_dir, defect, path)
         if not mp.is_file():
             raise DataError(path, f"defective image has no mask (expected {mp})")
         try:
-            read_mask(mp, expected_shape=(h, w), image_path=path)
+            read_mask(mp, expected_shape=(h, w) if h else None, image_path=path)
         except DataError as exc:
             if str(path) in exc.problem:
                 raise
@@ -300,17 +523,25 @@ def build_manifest(root: str | os.PathLike, category: str, strict: bool = True) 
     """One row per image of ``<root>/<category>`` (columns: :data:`MANIFEST_COLUMNS`).
 
     Every image is decoded and every mask read, so the manifest only lists usable files.
-    ``strict=True`` raises :class:`DataError` on the first bad file. ``strict=False`` drops bad
-    files, logs a warning for each and lists them in ``df.attrs["skipped"]`` as (path, reason).
+    ``strict=True`` raises :class:`DataError` on the first bad file, with one exception: a
+    test-split image that cannot be decoded (corrupt, damaged JPEG, ...) does not stop the
+    manifest, because training reads only ``train/good``. Its row stays in the manifest with
+    height, width, channels and bit depth 0, it is listed in ``df.attrs["unreadable"]`` as
+    (path, reason) and a warning names it; evaluation, which reads every test image, then fails
+    with the DataError naming it. Missing or bad masks still raise.
+    ``strict=False`` drops bad files (test images too), logs a warning for each and lists them
+    in ``df.attrs["skipped"]`` as (path, reason).
     A missing category, or one without training images, raises in both modes.
     Files with other extensions are ignored and listed in ``df.attrs["ignored"]``.
     """
     cat_dir = check_category_dir(root, category)
     rows: list[dict] = []
     skipped: list[tuple[str, str]] = []
+    unreadable: list[tuple[str, str]] = []
     for split, defect, path in iter_layout(root, category):
         try:
-            rows.append(_manifest_row(cat_dir, category, split, defect, path))
+            rows.append(_manifest_row(cat_dir, category, split, defect, path,
+                                      unreadable if strict and split == "test" else None))
         except DataError as exc:
             if strict:
                 raise
@@ -325,8 +556,12 @@ def build_manifest(root: str | os.PathLike, category: str, strict: bool = True) 
         raise DataError(cat_dir / "train" / "good", "no usable training images (all were skipped as bad files)")
     df.attrs["skipped"] = skipped
     df.attrs["ignored"] = ignored
+    df.attrs["unreadable"] = unreadable
     if skipped:
         log.warning("%s: skipped %d bad file(s)", cat_dir, len(skipped))
+    for bad, problem in unreadable:
+        log.warning("%s: %s (test image kept in the manifest: training does not read it, evaluation will fail on it)",
+                    bad, problem)
     return df
 
 

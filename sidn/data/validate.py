@@ -19,8 +19,15 @@ defect_has_mask           ExpectColumnValuesToBeInSet(defect_mask_ok, [True])  (
 good_has_no_mask          ExpectColumnValuesToBeInSet(good_without_mask, [True])
 unique_content            ExpectColumnValuesToBeUnique(content_hash)
 no_train_test_overlap     ExpectColumnValuesToBeInSet(hash_in_both_splits, [False])
-min_train_images          ExpectColumnValuesToBeBetween(train_count, min_train_images)  -- on a
-                          second, per-category table, so a missing category fails too
+mask_has_image            ExpectColumnValuesToBeInSet(mask_used, [True])  -- on a third table,
+                          one row per ``ground_truth/<defect>/`` folder and mask file
+                          (:func:`ground_truth_frame`): a mask no test image uses fails
+gt_folder_has_test        ExpectColumnValuesToBeInSet(test_folder_found, [True])  (same table):
+                          a ``ground_truth/<defect>/`` folder without ``test/<defect>/`` fails
+min_train_images          ExpectColumnValuesToBeBetween(train_count, max(1, min_train_images))
+                          -- on a per-category table, so a missing or empty category fails too
+has_categories            ExpectColumnValuesToBeBetween(category_count, 1) -- on a one-row
+                          dataset table, so a data root without categories fails
 ========================  =====================================================================
 
 Null values (e.g. ``mask_binary`` of an image without a mask) are ignored by GX column-map
@@ -46,10 +53,13 @@ import numpy as np
 import pandas as pd
 
 from sidn.data.mvtec import (
+    IMAGE_EXTENSIONS,
+    MASK_SUFFIX,
     DataError,
     decode_bytes,
     image_info,
     iter_layout,
+    list_images,
     mask_path_for,
     read_bytes,
 )
@@ -89,7 +99,10 @@ CHECKS: dict[str, str] = {
     "good_has_no_mask": "no good image has a mask",
     "unique_content": "no two images have the same content (sha256)",
     "no_train_test_overlap": "no image appears in both train and test (by content)",
-    "min_train_images": "each category has enough training images",
+    "mask_has_image": "every mask file belongs to a test image",
+    "gt_folder_has_test": "every ground_truth/<defect> folder has a test/<defect> folder",
+    "min_train_images": "each category has enough training images (at least one)",
+    "has_categories": "the dataset has at least one category",
 }
 
 _MAX_LISTED_VALUES = 10
@@ -239,6 +252,68 @@ def category_frame(root: str | os.PathLike, categories: Sequence[str], frame: pd
     return pd.DataFrame(rows, columns=["category", "train_dir", "exists", "train_count", "test_count"])
 
 
+def _unused_mask_problem(mask: Path, test_dir: Path, cat_dir: Path, defect: str) -> str:
+    """Why no test image uses ``mask`` (the text shown when ``mask_has_image`` fails)."""
+    exts = "|".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+    if not mask.stem.endswith(MASK_SUFFIX):
+        return (f"mask file name does not end in '{MASK_SUFFIX}': the mask of test image "
+                f"{test_dir / '<name>'}.<{exts}> must be named <name>{MASK_SUFFIX}.png")
+    stem = mask.stem[: -len(MASK_SUFFIX)]
+    owners = [p for p in list_images(test_dir) if p.stem == stem]
+    if owners:
+        used = mask_path_for(cat_dir, defect, owners[0])
+        return f"mask not used: test image {owners[0]} uses {used}"
+    return f"mask without image: no test image {test_dir / stem}.<{exts}>"
+
+
+def ground_truth_frame(root: str | os.PathLike, categories: Sequence[str], frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per ``ground_truth/<defect>/`` folder and per mask file in it.
+
+    Columns: category, path, kind (``"folder"`` or ``"mask"``), test_folder_found (folders:
+    whether ``test/<defect>/`` exists), mask_used (masks: whether a test image of ``frame`` uses
+    this file as its mask), problem (what to report if the row fails). Masks of a folder without
+    a test folder get no rows of their own: the folder is reported once.
+    """
+    used = set(frame["mask_path"].dropna()) - {""}
+    rows: list[dict[str, Any]] = []
+    for category in categories:
+        cat_dir = Path(root) / category
+        gt_dir = cat_dir / "ground_truth"
+        if not gt_dir.is_dir():
+            continue
+        for folder in sorted(d for d in gt_dir.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            test_dir = cat_dir / "test" / folder.name
+            has_test = test_dir.is_dir()
+            rows.append({
+                "category": category, "path": str(folder), "kind": "folder", "test_folder_found": has_test,
+                "mask_used": None,
+                "problem": f"ground-truth folder without test images: {test_dir} does not exist",
+            })
+            if not has_test:
+                continue
+            for mask in list_images(folder):
+                is_used = str(mask) in used
+                rows.append({
+                    "category": category, "path": str(mask), "kind": "mask", "test_folder_found": None,
+                    "mask_used": is_used,
+                    "problem": "" if is_used else _unused_mask_problem(mask, test_dir, cat_dir, folder.name),
+                })
+    df = pd.DataFrame(rows, columns=["category", "path", "kind", "test_folder_found", "mask_used", "problem"])
+    for col in ("test_folder_found", "mask_used"):
+        df[col] = df[col].astype(object)
+        df.loc[df[col].isna(), col] = None
+    return df
+
+
+def dataset_frame(root: str | os.PathLike, categories: Sequence[str], frame: pd.DataFrame) -> pd.DataFrame:
+    """One row for the whole dataset: root, category_count, image_count, problem."""
+    root = Path(root)
+    where = "does not exist" if not root.is_dir() else "has no category to validate"
+    problem = f"no category: {root} {where} (expected {root / '<category>' / 'train' / 'good'} with training images)"
+    return pd.DataFrame([{"root": str(root), "category_count": len(categories), "image_count": len(frame),
+                          "problem": problem}])
+
+
 # --------------------------------------------------------------------------- GX
 
 
@@ -254,34 +329,36 @@ def _gx_context() -> Any:
     return ctx
 
 
+def _meta(check: str) -> dict[str, str]:
+    """GX ``meta`` of an expectation: our check name (see :data:`CHECKS`) and its description."""
+    return {"check": check, "description": CHECKS[check]}
+
+
 def _image_expectations(size_range: tuple[int, int] | None) -> list[Any]:
     import great_expectations.expectations as gxe
 
-    def m(check: str) -> dict[str, str]:
-        return {"check": check, "description": CHECKS[check]}
-
-    exps: list[Any] = [gxe.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True], meta=m("image_decodes"))]
+    exps: list[Any] = [gxe.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True], meta=_meta("image_decodes"))]
     if size_range is None:
         exps.append(
             gxe.ExpectColumnPairValuesToBeEqual(
                 column_A="size", column_B="category_size", ignore_row_if="either_value_is_missing",
-                meta=m("size_consistent"),
+                meta=_meta("size_consistent"),
             )
         )
     else:
         lo, hi = size_range
         for col in ("height", "width"):
-            exps.append(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=lo, max_value=hi, meta=m("size_consistent")))
+            exps.append(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=lo, max_value=hi, meta=_meta("size_consistent")))
     exps += [
-        gxe.ExpectColumnValuesToBeInSet(column="mask_decodable", value_set=[True], meta=m("mask_decodes")),
-        gxe.ExpectColumnValuesToBeInSet(column="mask_binary", value_set=[True], meta=m("mask_binary")),
+        gxe.ExpectColumnValuesToBeInSet(column="mask_decodable", value_set=[True], meta=_meta("mask_decodes")),
+        gxe.ExpectColumnValuesToBeInSet(column="mask_binary", value_set=[True], meta=_meta("mask_binary")),
         gxe.ExpectColumnPairValuesToBeEqual(
-            column_A="mask_size", column_B="size", ignore_row_if="either_value_is_missing", meta=m("mask_size_matches")
+            column_A="mask_size", column_B="size", ignore_row_if="either_value_is_missing", meta=_meta("mask_size_matches")
         ),
-        gxe.ExpectColumnValuesToBeInSet(column="defect_mask_ok", value_set=[True], meta=m("defect_has_mask")),
-        gxe.ExpectColumnValuesToBeInSet(column="good_without_mask", value_set=[True], meta=m("good_has_no_mask")),
-        gxe.ExpectColumnValuesToBeUnique(column="content_hash", meta=m("unique_content")),
-        gxe.ExpectColumnValuesToBeInSet(column="hash_in_both_splits", value_set=[False], meta=m("no_train_test_overlap")),
+        gxe.ExpectColumnValuesToBeInSet(column="defect_mask_ok", value_set=[True], meta=_meta("defect_has_mask")),
+        gxe.ExpectColumnValuesToBeInSet(column="good_without_mask", value_set=[True], meta=_meta("good_has_no_mask")),
+        gxe.ExpectColumnValuesToBeUnique(column="content_hash", meta=_meta("unique_content")),
+        gxe.ExpectColumnValuesToBeInSet(column="hash_in_both_splits", value_set=[False], meta=_meta("no_train_test_overlap")),
     ]
     return exps
 
@@ -339,6 +416,10 @@ def _detail(check: str, row: pd.Series, df: pd.DataFrame, root: Path, min_train:
         if not row["exists"]:
             return row["train_dir"], f"category folder not found (expected {row['train_dir']} with training images)"
         return row["train_dir"], f"{int(row['train_count'])} usable training image(s), need at least {min_train}"
+    if check in ("mask_has_image", "gt_folder_has_test"):
+        return path, str(row["problem"])
+    if check == "has_categories":
+        return row["root"], str(row["problem"])
     return str(path), "failed"  # pragma: no cover
 
 
@@ -428,9 +509,11 @@ def validate_dataset(
 
     Args:
         root: dataset root holding ``<category>/train/good`` etc.
-        categories: categories to check (a missing one fails ``min_train_images``).
+        categories: categories to check (a missing one fails ``min_train_images``; none at all
+            fails ``has_categories``).
         out_dir: where ``validation.json`` (full GX results) and ``validation.html`` go (atomic writes).
-        min_train_images: least number of decodable training images per category.
+        min_train_images: least number of decodable training images per category (at least 1
+            is always required).
         size_range: ``(lo, hi)`` in pixels: accept any height and width in this range instead of
             requiring one size per category.
 
@@ -439,32 +522,40 @@ def validate_dataset(
     root = Path(root)
     out_dir = Path(out_dir)
     categories = list(categories)
+    min_train = max(1, int(min_train_images))  # a category without training images never passes
     frame = build_validation_frame(root, categories)
     df = derive_check_columns(frame)
     cats = category_frame(root, categories, frame)
+    gt = ground_truth_frame(root, categories, frame)
+    dataset = dataset_frame(root, categories, frame)
 
     import great_expectations.expectations as gxe
 
     ctx = _gx_context()
-    img_res = _run_suite(ctx, "images", df, _image_expectations(size_range), "path")
-    cat_res = _run_suite(
-        ctx,
-        "categories",
-        cats,
-        [
-            gxe.ExpectColumnValuesToBeBetween(
-                column="train_count", min_value=min_train_images,
-                meta={"check": "min_train_images", "description": CHECKS["min_train_images"]},
-            )
-        ],
-        "train_dir",
-    )
-    results = {"images": img_res.to_json_dict(), "categories": cat_res.to_json_dict()}
-    failures = _collect_failures(results["images"], df, "path", df, root, min_train_images, size_range)
-    failures += _collect_failures(results["categories"], cats, "train_dir", df, root, min_train_images, size_range)
+    suites = {
+        "images": (df, _image_expectations(size_range), "path"),
+        "ground_truth": (gt, [
+            gxe.ExpectColumnValuesToBeInSet(column="mask_used", value_set=[True], meta=_meta("mask_has_image")),
+            gxe.ExpectColumnValuesToBeInSet(column="test_folder_found", value_set=[True], meta=_meta("gt_folder_has_test")),
+        ], "path"),
+        "categories": (cats, [
+            gxe.ExpectColumnValuesToBeBetween(column="train_count", min_value=min_train, meta=_meta("min_train_images")),
+        ], "train_dir"),
+        "dataset": (dataset, [
+            gxe.ExpectColumnValuesToBeBetween(column="category_count", min_value=1, meta=_meta("has_categories")),
+        ], "root"),
+    }
+    results: dict[str, Any] = {}
+    failures: list[dict[str, str]] = []
+    passed = True
+    for name, (table, expectations, index_col) in suites.items():
+        res = _run_suite(ctx, name, table, expectations, index_col)
+        passed = passed and bool(res.success)
+        results[name] = res.to_json_dict()
+        failures += _collect_failures(results[name], table, index_col, df, root, min_train, size_range)
     order = {c: i for i, c in enumerate(CHECKS)}
     failures.sort(key=lambda f: (order.get(f["expectation"], 99), f["file"]))
-    passed = bool(img_res.success and cat_res.success) and not failures
+    passed = passed and not failures
 
     report = ValidationReport(
         passed=passed, failures=failures, result_json=out_dir / "validation.json", html=out_dir / "validation.html"
