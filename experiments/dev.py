@@ -50,27 +50,34 @@ def image_auroc_by_sigma(bundle: Path, scores_csv: Path) -> dict[str, float]:
             for s in SCORE_SIGMAS}
 
 
+def score(trained: Path, run_dir: Path, category: str, cfg) -> dict:
+    """Calibrate a copy of the trained bundle in ``run_dir`` and evaluate it on the dev set's test split."""
+    shipped = run_dir / "model.pt"
+    shipped.write_bytes(trained.read_bytes())
+    calibrate_category(shipped, category, run_dir, cfg=cfg)
+    metrics = evaluate_category(shipped, category, run_dir / "eval", overlays=4)
+    op = metrics["operating_point"]
+    return {
+        "pixel_auroc": round(metrics["pixel_auroc"], 4), "aupro": round(metrics["aupro"], 4),
+        "image_auroc": round(metrics["image_auroc"], 4),
+        "catch_rate": round(op["catch_rate"], 3), "false_alarm_rate": round(op["false_alarm_rate"], 3),
+        **image_auroc_by_sigma(shipped, run_dir / "eval" / "scores.csv"),
+    }
+
+
 def run(category: str, name: str, overrides: list[str], data: str, params: str, out: Path, seed: int) -> dict:
     cfg = load_config(params, [*overrides, f"data.root={data}", f"train.seed={seed}"])
     run_dir = out / f"{category}-{name}-s{seed}"
     t0 = time.monotonic()
     result = train_category(cfg, category, run_dir / "train", progress=False)
     train_s = time.monotonic() - t0
-    shipped = run_dir / "model.pt"
-    shipped.write_bytes((run_dir / "train" / "model.pt").read_bytes())
-    calibrate_category(shipped, category, run_dir, cfg=cfg)
-    metrics = evaluate_category(shipped, category, run_dir / "eval", overlays=4)
-    op = metrics["operating_point"]
+    figures = score(run_dir / "train" / "model.pt", run_dir, category, cfg)
     return {
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
         "category": category, "name": name, "data": data, "overrides": overrides, "seed": seed,
         "steps": result.steps_done, "best_step": result.best_step,
         "train_min": round(train_s / 60, 2), "total_min": round((time.monotonic() - t0) / 60, 2),
-        "pixel_auroc": round(metrics["pixel_auroc"], 4), "aupro": round(metrics["aupro"], 4),
-        "image_auroc": round(metrics["image_auroc"], 4),
-        "catch_rate": round(op["catch_rate"], 3), "false_alarm_rate": round(op["false_alarm_rate"], 3),
-        **image_auroc_by_sigma(shipped, run_dir / "eval" / "scores.csv"),
-        "cpu": cpu_info()["cpu_model"], "amp": result.amp,
+        **figures, "cpu": cpu_info()["cpu_model"], "amp": result.amp,
     }
 
 

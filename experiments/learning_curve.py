@@ -1,8 +1,12 @@
 """Learning curve: detection quality against CPU minutes of training, on the dev sets.
 
-Trains each category once per step budget with the given profile (a separate run per budget,
-since the learning-rate schedule depends on the budget), scores it with the dev protocol of
-``experiments/dev.py`` and appends the rows to ``--results``. ``--plot`` draws pixel AUROC, AUPRO
+Trains each category once for the largest step budget and keeps, at every smaller budget, the
+model a run of that many steps would have shipped (the best-so-far bundle: with a constant
+learning rate a shorter run is exactly a prefix of the longer one, as resuming proves bit for bit;
+budgets must be multiples of ``train.val_every``; a ``cosine`` schedule depends on the budget and
+is refused). Each kept model is scored with the dev protocol of ``experiments/dev.py`` (calibrate
+on held-out good images, evaluate on the dev test split) and the rows go to ``--results``, with
+the training minutes spent up to that budget. ``--plot`` draws pixel AUROC, AUPRO
 and image AUROC against training minutes from those rows (one line per category):
 
     python experiments/learning_curve.py run --budgets 75 150 300 600 \\
@@ -22,15 +26,37 @@ METRICS = ("pixel_auroc", "aupro", "image_auroc")
 
 
 def run(budgets: list[int], sets: list[str], overrides: list[str], results: Path, out: Path, seed: int) -> None:
-    from dev import run as dev_run  # experiments/dev.py, the dev protocol
+    import shutil
 
+    from dev import score  # experiments/dev.py, the dev protocol
+
+    from sidn.config import load_config
+    from sidn.cpu import cpu_info
+    from sidn.jobs import train_category
+
+    budgets = sorted(budgets)
     for spec in sets:
         data, _, cats = spec.partition(":")
         for category in cats.split(","):
+            cfg = load_config("params.yaml", [*overrides, f"data.root={data}", f"train.seed={seed}",
+                                              f"train.steps={budgets[-1]}"])
+            if cfg.train.schedule != "constant" or any(b % cfg.train.val_every for b in budgets):
+                raise SystemExit("learning curve: needs train.schedule=constant and budgets that are multiples of val_every")
+            base = out / f"curve-{category}-s{seed}"
+            minutes: dict[int, float] = {}
+
+            def keep(step: int, row: dict) -> None:
+                if step in budgets:
+                    (base / f"{step}").mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(base / "train" / "model.pt", base / f"{step}" / "trained.pt")
+                    minutes[step] = row["elapsed_s"] / 60.0
+
+            train_category(cfg, category, base / "train", progress=False, callback=keep)
             for steps in budgets:
-                row = dev_run(category, f"curve-{steps}", [*overrides, f"train.steps={steps}"], data,
-                              "params.yaml", out, seed)
-                row["curve_steps"] = steps
+                row = {"category": category, "data": data, "curve_steps": steps, "seed": seed,
+                       "overrides": overrides, "train_min": round(minutes[steps], 2),
+                       **score(base / f"{steps}" / "trained.pt", base / f"{steps}", category, cfg),
+                       "cpu": cpu_info()["cpu_model"], "threads": cfg.train.num_threads or "default"}
                 print(json.dumps(row), flush=True)
                 with results.open("a") as f:
                     f.write(json.dumps(row) + "\n")

@@ -117,10 +117,20 @@ class CalibrateConfig:
 
 @dataclass
 class RegisterConfig:
+    """The promotion gate of ``sidn promote`` (see :mod:`pipelines.registry`).
+
+    Relative checks compare the challenger with the champion; the absolute floors apply to
+    every promotion, the first one and rollbacks included. Catch rate and false-alarm rate are
+    measured on the test split at the threshold the model ships with.
+    """
+
     model_name_prefix: str = "sidn-"
     min_pixel_auroc_delta: float = -0.005  # gate tolerance vs champion
     min_aupro_delta: float = -0.01
-    max_image_far: float = 0.1
+    max_image_far: float = 0.1  # calibrated false-alarm rate on held-out good images
+    min_pixel_auroc: float = 0.8  # absolute floor
+    min_catch_rate: float = 0.5  # absolute floor: share of defective test images flagged
+    max_false_alarm_rate: float = 0.1  # absolute ceiling: share of good test images flagged
 
 
 @dataclass
@@ -147,6 +157,11 @@ class SIDNConfig:
             unknown = sorted(set(values) - known)
             if unknown:
                 raise ValueError(f"{source}: unknown key(s) in section '{f.name}': {', '.join(unknown)}")
+            defaults = section_cls()
+            for key, value in values.items():
+                if isinstance(getattr(defaults, key), str) and isinstance(value, bool):
+                    values[key] = value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a bool
+                _check_type(f"{source}: {f.name}.{key}", value, getattr(defaults, key))
             sections[f.name] = section_cls(**values)
         extra = sorted(set(raw) - {f.name for f in dataclasses.fields(cls)} - {"profiles"})
         if extra:
@@ -166,6 +181,17 @@ class SIDNConfig:
         from sidn.io import atomic_write_text
 
         atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _check_type(where: str, value: Any, default: Any) -> None:
+    """Raise ValueError unless ``value`` has the type of the field's ``default`` (ints pass as floats)."""
+    kinds = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
+    want = type(default)
+    ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
+    if want is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok:
+        raise ValueError(f"{where} must be {kinds.get(want, want.__name__)}, got {value!r}")
 
 
 def apply_overrides(cfg: SIDNConfig, overrides: list[str]) -> SIDNConfig:

@@ -8,6 +8,7 @@ the work, so the numbers are the same everywhere.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -35,14 +36,15 @@ def _train_and_holdout(cfg: SIDNConfig, category: str, data_root: str | None = N
 
 
 def train_category(
-    cfg: SIDNConfig, category: str, out_dir: Path, resume: bool = False, progress: bool = True
+    cfg: SIDNConfig, category: str, out_dir: Path, resume: bool = False, progress: bool = True,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train SIDN on ``train/good`` of one category; held-out good images feed the DGM validation set."""
     train_rows, holdout_rows = _train_and_holdout(cfg, category)
     size = cfg.data.image_size
     train_images = load_images(train_rows["path"].tolist(), size)
     holdout_images = load_images(holdout_rows["path"].tolist(), size)
-    return train(cfg, train_images, holdout_images, Path(out_dir), resume=resume, progress=progress)
+    return train(cfg, train_images, holdout_images, Path(out_dir), resume=resume, progress=progress, callback=callback)
 
 
 def make_defect_set(cfg: SIDNConfig, category: str, out_dir: Path) -> Path:

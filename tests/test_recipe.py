@@ -186,3 +186,20 @@ def test_aupro_equals_the_mvtec_reference_with_ties(seed):
     maps = [np.round(rng.random(m.shape) + 0.5 * m, 1).astype(np.float32) for m in masks]  # many ties
     for limit in (0.05, 0.3):
         assert M.aupro(maps, masks, limit) == pytest.approx(_mvtec_aupro(maps, masks, limit), abs=1e-9)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("train.steps=abc", "train.steps must be an integer, got 'abc'"),
+    ("infer.median_kernel=five", "infer.median_kernel must be an integer"),
+    ("data.categories=carpet", "data.categories must be a list"),
+])
+def test_a_value_of_the_wrong_type_is_a_message_not_a_traceback(tmp_path, capsys, override, message):
+    from sidn.cli import main
+
+    assert main(["train", "--data", str(tmp_path), "--category", "carpet", "--out", str(tmp_path / "t"),
+                 "--set", override]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_yaml_on_off_reads_as_the_amp_words():
+    assert apply_overrides(SIDNConfig(), ["train.amp=off"]).train.amp == "off"

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pipelines.params import load_stage_config, params_hash, tree_fingerprint
 from pipelines.stages import base_parser, publish, run_main, scratch
@@ -40,6 +40,25 @@ def fingerprint(cfg: SIDNConfig, category: str) -> str:
     return f"{params_hash(cfg, PARAMS)}-{tree_fingerprint(Path(cfg.data.root) / category)}"
 
 
+def progress_lines(category: str, total: int, every: int) -> Callable[[int, dict[str, float]], None]:
+    """A training callback printing ``train <category>: step s/total, loss, elapsed, ETA`` every ``every`` steps.
+
+    Used where a progress bar cannot draw (``dvc repro`` and Prefect logs are not terminals).
+    """
+
+    def report(step: int, row: dict[str, float]) -> None:
+        if step % every and step != total:
+            return
+        elapsed = row["elapsed_s"]
+        eta = elapsed / step * (total - step) if step else float("nan")
+        val = row.get("val_pixel_auroc")
+        val_txt = f", DGM-val pixel AUROC {val:.3f}" if val == val and val is not None else ""
+        print(f"train {category}: step {step}/{total}, loss {row['total']:.4f}{val_txt}, "
+              f"{elapsed:.0f} s, ETA {eta:.0f} s", flush=True)
+
+    return report
+
+
 def run(cfg: SIDNConfig, category: str, out_dir: Path, work: Path, progress: bool = True) -> dict[str, Any]:
     from sidn.jobs import train_category
 
@@ -49,7 +68,8 @@ def run(cfg: SIDNConfig, category: str, out_dir: Path, work: Path, progress: boo
     with scratch(work, fresh=not resume, keep_on_failure=True):
         if not resume:
             stamp_file.write_text(stamp + "\n")
-        result = train_category(cfg, category, work, resume=resume, progress=progress)
+        lines = None if progress else progress_lines(category, cfg.train.steps, max(1, cfg.train.steps // 10))
+        result = train_category(cfg, category, work, resume=resume, progress=progress, callback=lines)
         for name in OUTPUTS:
             publish(work / name, Path(out_dir) / name)
 
@@ -67,7 +87,7 @@ def _body(argv: Sequence[str] | None) -> None:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("category")
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="progress as a line every tenth of the steps, no bar")
     a = parser.parse_args(argv)
     cfg = load_stage_config(PARAMS + RUNTIME_PARAMS, a.params)
     r = run(cfg, a.category, a.out_dir, a.out_dir.parent / ".work" / "train", progress=not a.quiet)
