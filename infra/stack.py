@@ -10,6 +10,13 @@ overrides it): ``pids/<name>.pid`` (JSON), ``logs/<name>.log``, ``swift/`` (conf
 the object data), ``mlflow/mlflow.db``, ``prefect/`` (PREFECT_HOME), ``credentials.json`` (local
 development S3 keys, generated, mode 0600) and ``env.sh`` (what clients export).
 
+MLflow runs its built-in authentication (``mlflow server --app-name basic-auth``, see
+:class:`MlflowAuth`): config and user database in ``mlflow/`` (``basic_auth.ini``,
+``basic_auth.db``), generated passwords in ``mlflow/users.json`` (mode 0600). ``env.sh`` logs in
+as the pipeline (``sidn-pipeline``: runs, versions, ``challenger``); ``release-env.sh`` as the
+release manager (``sidn-release``), the only account the server lets move ``champion``
+(``infra/mlflow_release_guard.py``); anyone else gets HTTP 403.
+
 The object store is OpenStack Swift with its ``s3api`` middleware (a real S3 server, installed from
 PyPI by ``infra/install-swift.sh`` into ``.infra/venv-swift``): four processes (account, container,
 object servers and the proxy that speaks S3). MinIO's server is not installable from the package
@@ -37,6 +44,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -743,6 +751,188 @@ def configure_dvc_remote(
 
 
 # ----------------------------------------------------------------------------------------------
+# MLflow authentication: the built-in basic-auth app, users, roles and the release guard
+
+#: The MLflow users of the local stack. Only the release manager may move the `champion` alias
+#: (infra/mlflow_release_guard.py); the pipeline logs runs, registers versions and sets `challenger`.
+MLFLOW_ADMIN_USER = "sidn-admin"
+MLFLOW_RELEASE_MANAGER = "sidn-release"
+MLFLOW_PIPELINE_USER = "sidn-pipeline"
+#: Roles (workspace "default"): (resource type, pattern, permission). Everyone else gets the
+#: default READ. MLflow also gives the creator of an experiment or registered model MANAGE on it.
+MLFLOW_ROLES = {
+    "sidn-release-managers": [("registered_model", "*", "MANAGE")],
+    "sidn-pipelines": [("experiment", "*", "EDIT"), ("registered_model", "*", "EDIT")],
+}
+MLFLOW_PROTECTED_ALIASES = ("champion",)
+_WORKSPACE = "default"
+
+
+def _check_mlflow_auth_installed() -> None:
+    """MLflow's basic-auth app needs Flask-WTF (the ``mlflow[auth]`` extra) in the server's venv."""
+    import importlib.util
+
+    if importlib.util.find_spec("flask_wtf") is None:
+        raise InfraError("the MLflow server runs with basic-auth, which needs Flask-WTF: "
+                         f"`{sys.executable} -m pip install 'mlflow[auth]'` (or `make install`)")
+
+
+class MlflowAuth:
+    """Configuration, users and passwords of the MLflow server's built-in authentication.
+
+    ``mlflow server --app-name basic-auth`` with the config file written here (``basic_auth.ini``:
+    default permission READ, the user database, the release guard as ``authorization_function``,
+    and the guard's ``[sidn]`` section naming the release managers). No password is ever in that
+    file, on a command line or in a log: they live in ``users.json`` (mode 0600, generated on first
+    use) and reach the server through its environment (``MLFLOW_AUTH_ADMIN_PASSWORD``) and the
+    clients through ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
+
+    ``users`` maps user name -> role name (``None``: no role, default READ); ``release_managers``
+    are the users the guard lets move a protected alias.
+    """
+
+    def __init__(self, root: Path, users: dict[str, str | None] | None = None,
+                 release_managers: Sequence[str] = (MLFLOW_RELEASE_MANAGER,),
+                 admin: str = MLFLOW_ADMIN_USER):
+        self.root = Path(root).resolve()
+        self.admin = admin
+        self.users = dict(users if users is not None else {
+            MLFLOW_RELEASE_MANAGER: "sidn-release-managers", MLFLOW_PIPELINE_USER: "sidn-pipelines"})
+        self.release_managers = list(release_managers)
+        self.config_path = self.root / "basic_auth.ini"
+        self.secrets_path = self.root / "users.json"
+        self._secrets: dict[str, str] | None = None
+
+    def secrets(self) -> dict[str, str]:
+        """``{user: password, ..., "__flask_secret_key__": ...}``, generated once (mode 0600)."""
+        if self._secrets is None:
+            data: dict[str, str] = {}
+            with contextlib.suppress(OSError, ValueError):
+                data = json.loads(self.secrets_path.read_text())
+            wanted = [self.admin, *self.users, "__flask_secret_key__"]
+            if any(name not in data for name in wanted):
+                for name in wanted:
+                    data.setdefault(name, secrets.token_urlsafe(24))
+                _write_private(self.secrets_path, json.dumps(data, indent=1))
+            self._secrets = data
+        return self._secrets
+
+    def password(self, user: str) -> str:
+        return self.secrets()[user]
+
+    def write_config(self) -> Path:
+        """Write ``basic_auth.ini`` (no secrets in it; mode 0600 anyway). Returns its path."""
+        text = (
+            "# Generated by infra/stack.py: MLflow basic-auth for the sidn stack. No passwords here:\n"
+            "# the admin's comes from MLFLOW_AUTH_ADMIN_PASSWORD, the users' are in users.json.\n"
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = sqlite:///{self.root / 'basic_auth.db'}\n"
+            f"admin_username = {self.admin}\n"
+            "authorization_function = mlflow_release_guard:authenticate_request\n"
+            "grant_default_workspace_access = false\n\n"
+            "[sidn]\n"
+            f"release_managers = {', '.join(self.release_managers)}\n"
+            f"protected_aliases = {', '.join(MLFLOW_PROTECTED_ALIASES)}\n"
+        )
+        _write_private(self.config_path, text)
+        return self.config_path
+
+    def server_env(self) -> dict[str, str]:
+        """What ``mlflow server --app-name basic-auth`` needs in its environment."""
+        self.write_config()
+        pythonpath = os.pathsep.join(p for p in (str(REPO / "infra"), os.environ.get("PYTHONPATH", "")) if p)
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(self.config_path),
+            "MLFLOW_AUTH_ADMIN_USERNAME": self.admin,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.password(self.admin),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secrets()["__flask_secret_key__"],
+            "PYTHONPATH": pythonpath,  # the guard module, infra/mlflow_release_guard.py
+        }
+
+    def client_env(self, user: str) -> dict[str, str]:
+        """``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` of ``user``."""
+        return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": self.password(user)}
+
+    # --- provisioning through the server's REST API (as the admin), idempotent
+    def _call(self, uri: str, method: str, path: str, payload: dict | None = None,
+              user: str | None = None) -> tuple[int, dict]:
+        import base64
+
+        user = user or self.admin
+        token = base64.b64encode(f"{user}:{self.password(user)}".encode()).decode()
+        url, data = f"{uri}{path}", None
+        if method == "GET" and payload:
+            url += "?" + urllib.parse.urlencode(payload)
+        elif payload is not None:
+            data = json.dumps(payload).encode()
+        req = urllib.request.Request(url, data=data, method=method, headers={
+            "Authorization": f"Basic {token}", "Content-Type": "application/json"})
+        try:
+            with _no_proxy_opener().open(req, timeout=30) as resp:
+                body = resp.read()
+                return resp.status, json.loads(body) if body else {}
+        except urllib.error.HTTPError as exc:
+            body = exc.read() if exc.fp else b""
+            try:
+                return exc.code, json.loads(body) if body else {}
+            except ValueError:
+                return exc.code, {"message": body.decode(errors="replace")[:300]}
+
+    def provision(self, uri: str) -> list[str]:
+        """Create the users, the roles with their permissions, and assign them (idempotent).
+
+        Returns one line per change made; raises :class:`InfraError` when the server refuses.
+        """
+        done = []
+        for user in self.users:
+            status, _ = self._call(uri, "GET", "/api/2.0/mlflow/users/get", {"username": user})
+            if status == 200:
+                continue
+            status, body = self._call(uri, "POST", "/api/2.0/mlflow/users/create",
+                                      {"username": user, "password": self.password(user)})
+            if status != 200:
+                raise InfraError(f"MLflow: creating user {user} failed (HTTP {status}: {body.get('message', '')})")
+            done.append(f"user {user}")
+        status, body = self._call(uri, "GET", "/api/3.0/mlflow/roles/list", {"workspace": _WORKSPACE})
+        if status != 200:
+            raise InfraError(f"MLflow: listing roles failed (HTTP {status}: {body.get('message', '')})")
+        roles = {r["name"]: int(r["id"]) for r in body.get("roles", [])}
+        for role in sorted({r for r in self.users.values() if r}):
+            if role not in roles:
+                status, body = self._call(uri, "POST", "/api/3.0/mlflow/roles/create",
+                                          {"workspace": _WORKSPACE, "name": role})
+                if status != 200:
+                    raise InfraError(f"MLflow: creating role {role} failed (HTTP {status}: {body.get('message', '')})")
+                roles[role] = int(body["role"]["id"])
+                done.append(f"role {role}")
+            _, body = self._call(uri, "GET", "/api/3.0/mlflow/roles/permissions/list", {"role_id": roles[role]})
+            have = {(p["resource_type"], p["resource_pattern"], p["permission"])
+                    for p in body.get("role_permissions", [])}
+            for rtype, pattern, perm in MLFLOW_ROLES.get(role, []):
+                if (rtype, pattern, perm) in have:
+                    continue
+                status, body = self._call(uri, "POST", "/api/3.0/mlflow/roles/permissions/add", {
+                    "role_id": roles[role], "resource_type": rtype, "resource_pattern": pattern, "permission": perm})
+                if status != 200:
+                    raise InfraError(f"MLflow: role {role}: adding {perm} on {rtype} {pattern} failed "
+                                     f"(HTTP {status}: {body.get('message', '')})")
+                done.append(f"role {role}: {perm} on {rtype} {pattern}")
+        for user, role in self.users.items():
+            if not role:
+                continue
+            _, body = self._call(uri, "GET", "/api/3.0/mlflow/users/roles/list", {"username": user})
+            if role in {r["name"] for r in body.get("roles", [])}:
+                continue
+            status, body = self._call(uri, "POST", "/api/3.0/mlflow/roles/assign",
+                                      {"username": user, "role_id": roles[role]})
+            if status != 200:
+                raise InfraError(f"MLflow: assigning role {role} to {user} failed (HTTP {status}: {body.get('message', '')})")
+            done.append(f"{user} -> {role}")
+        return done
+
+
+# ----------------------------------------------------------------------------------------------
 # the whole local stack
 
 
@@ -784,6 +974,7 @@ class Stack:
         self.cfg = cfg
         self.pm = ProcessManager(cfg.state)
         self.creds = S3Credentials.load_or_create(cfg.state / "credentials.json")
+        self.mlflow_auth = MlflowAuth(cfg.state / "mlflow")
         self.swift = SwiftS3(cfg.state / "swift", cfg.ports, self.creds, cfg.swift_venv, host=cfg.host)
 
     # --- URLs
@@ -808,6 +999,8 @@ class Stack:
             "AWS_SECRET_ACCESS_KEY": self.creds.secret_access_key,
             "AWS_DEFAULT_REGION": S3_REGION,
             "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            # the pipeline's MLflow account: logs runs, registers versions, sets `challenger`
+            **self.mlflow_auth.client_env(MLFLOW_PIPELINE_USER),
             "PREFECT_API_URL": self.prefect_api,
             "SIDN_DATA_BUCKET": DATA_BUCKET,
             "SIDN_MLFLOW_BUCKET": MLFLOW_BUCKET,
@@ -830,8 +1023,10 @@ class Stack:
                 "AWS_SECRET_ACCESS_KEY": self.creds.secret_access_key,
                 "AWS_DEFAULT_REGION": S3_REGION,
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                **self.mlflow_auth.server_env(),  # basic-auth: config path, admin password, guard
             }
         )
+        _check_mlflow_auth_installed()
         return ServiceSpec(
             name="mlflow",
             argv=[
@@ -843,6 +1038,8 @@ class Stack:
                 str(port),
                 "--workers",
                 "1",
+                "--app-name",
+                "basic-auth",
                 "--artifacts-destination",
                 MLFLOW_ARTIFACTS,
             ],
@@ -851,7 +1048,7 @@ class Stack:
             health=lambda: http_get(f"{self.mlflow_uri}/health")[0] == 200,
             timeout=self.cfg.start_timeout,
             cwd=mlflow_dir,
-            describe=f"MLflow tracking server (backend {redact(backend)}, artifacts {MLFLOW_ARTIFACTS})",
+            describe=f"MLflow tracking server (basic-auth, backend {redact(backend)}, artifacts {MLFLOW_ARTIFACTS})",
         )
 
     def _prefect_env(self) -> dict[str, str]:
@@ -922,6 +1119,17 @@ class Stack:
         _write_private(path, "\n".join(lines) + "\n")
         return path
 
+    def write_release_env_sh(self) -> Path:
+        """``release-env.sh`` (mode 0600): MLflow as the release manager, for ``sidn promote --approve``."""
+        lines = ["# Generated by infra/up: the MLflow release manager's account (the only one that may move",
+                 "# the `champion` alias). Source it for `sidn promote ... --approve --by NAME`; never commit."]
+        env = {"MLFLOW_TRACKING_URI": self.mlflow_uri, **self.mlflow_auth.client_env(MLFLOW_RELEASE_MANAGER),
+               **TELEMETRY_OFF}
+        lines += [f"export {k}={_shell_quote(v)}" for k, v in env.items()]
+        path = self.cfg.state / "release-env.sh"
+        _write_private(path, "\n".join(lines) + "\n")
+        return path
+
     def configure_dvc(self, repo: Path = REPO) -> str:
         """Point the project's DVC remote `storage` at this store, in .dvc/config.local (git-ignored)."""
         if not (repo / ".dvc").is_dir():
@@ -961,6 +1169,11 @@ class Stack:
                 for spec, st in zip(servers, self.pm.start_all(servers)):
                     started.append(st)
                     echo(_started_line(st, spec, was[spec.name]))
+            if "mlflow" in groups:
+                changes = self.mlflow_auth.provision(self.mlflow_uri)
+                echo(f"  mlflow auth users {MLFLOW_RELEASE_MANAGER} (release manager: alone moves `champion`), "
+                     f"{MLFLOW_PIPELINE_USER} (env.sh){f'; created {len(changes)} users/roles/grants' if changes else ''}")
+                echo(f"  release env {self.write_release_env_sh()}")
             if "prefect" in groups:
                 # `prefect worker start --pool sidn-process --type process` creates the pool (with
                 # Prefect's default process job template) when it does not exist yet; this saves a

@@ -3,11 +3,17 @@
 
     sidn promote --category carpet                        # compare + gate; records a pending request
     sidn promote --category carpet --approve --by alice   # compare + gate; moves `champion` if it passes
-    sidn promote --category carpet --to 3 [--by alice]    # rollback: `champion` -> version 3
+    sidn promote --category carpet --to 3 --by alice      # rollback: `champion` -> former champion v3
     sidn registry [--category carpet] [--json]            # models, versions, aliases, key metrics
 
-Exit codes of ``sidn promote``: 0 promoted / pending / rolled back / unchanged, 1 the gate
-refused, 2 an error (no challenger, unknown version, --approve without --by, no server).
+Both print, per category and per defect type, the figures people approve on, at the threshold
+the model ships with: catch rate (caught/defective), false-alarm rate on good test images
+(alarms/good) with its 95 % interval, pixel precision / recall / IoU.
+
+Exit codes of ``sidn promote``: 0 promoted / pending / rolled back / unchanged, 1 the gate (or,
+for ``--to``, an absolute floor) refused, 2 an error (no challenger, unknown version, ``--to`` a
+version that was never champion, --approve or --to without --by, no server, or the server
+refused: only a release manager may move ``champion``, HTTP 403).
 The store is ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db``. MLflow is
 imported inside the handlers only, so ``sidn --help`` stays fast.
 """
@@ -69,7 +75,14 @@ def cmd_promote(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # server unreachable, bad store, ...
+    except Exception as exc:  # server unreachable, bad store, refused by the server ...
+        if getattr(exc, "error_code", "") == "PERMISSION_DENIED":
+            import os
+
+            who = os.environ.get("MLFLOW_TRACKING_USERNAME") or "anonymous"
+            print(f"error: the MLflow server refused this as '{who}' (HTTP 403): only a release manager's "
+                  f"account may move the champion alias ({exc})", file=sys.stderr)
+            return 2
         print(f"error: {type(exc).__name__}: {exc} (tracking store: {tracking_uri()})", file=sys.stderr)
         return 2
     if result.comparison is not None:
@@ -80,7 +93,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    from pipelines.registry import format_registry, list_registry
+    from pipelines.registry import format_defects, format_registry, list_registry, to_records
     from pipelines.tracking import tracking_uri
 
     _quick_failure()
@@ -91,9 +104,14 @@ def cmd_registry(args: argparse.Namespace) -> int:
         print(f"error: {type(exc).__name__}: {exc} (tracking store: {tracking_uri()})", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(df.to_dict(orient="records"), indent=2, default=str))
-    else:
-        print(format_registry(df))
+        print(json.dumps(to_records(df), indent=2, default=str))
+        return 0
+    print(format_registry(df))
+    defects = format_defects(df, only_aliased=not args.all_defects)
+    if defects:
+        print("\nper defect type, at the calibrated threshold (good test images count as false alarms for "
+              "every type)" + ("" if args.all_defects else "; versions with an alias, --all-defects for all") + ":")
+        print(defects)
     return 0
 
 
@@ -104,8 +122,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "promote", help="gate + approval to move the MLflow alias 'champion' (or roll back with --to)",
         description=(
             "Compare the 'challenger' version of sidn-<category> with the 'champion' on the same evaluation "
-            "data and apply the gate of params.yaml (register:). Without --approve a passing gate records a "
-            "pending request; with --approve --by NAME the champion alias moves. --to VERSION rolls back."
+            "data and apply the gate of params.yaml (register:, absolute floors included). Without --approve a "
+            "passing gate records a pending request; with --approve --by NAME the champion alias moves. "
+            "--to VERSION --by NAME rolls back to a former champion that still passes the floors. On the "
+            "project's MLflow server only a release manager's account may move the champion alias."
         ),
         epilog="examples:\n  sidn promote --category carpet\n  sidn promote --category carpet --approve --by alice\n"
                "  sidn promote --category carpet --to 3 --by alice",
@@ -113,8 +133,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--category", required=True)
     p.add_argument("--approve", action="store_true", help="approve the promotion (needs --by)")
-    p.add_argument("--by", help="who approves (recorded on the model version)")
-    p.add_argument("--to", type=int, metavar="VERSION", help="roll back: make VERSION the champion (no gate)")
+    p.add_argument("--by", help="who approves or rolls back (required with --approve and --to; recorded)")
+    p.add_argument("--to", type=int, metavar="VERSION",
+                   help="roll back: make VERSION, a former champion, the champion again (floors checked; needs --by)")
     p.add_argument("--params", help="params.yaml with the register: gate (default ./params.yaml if present)")
     p.add_argument("--profile", help="params profile")
     p.add_argument("--data", help="data root for re-evaluating the champion (default: data.root)")
@@ -124,10 +145,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "registry", help="list registered sidn models, versions, aliases and key metrics",
-        description="List every version of the sidn-* models in the MLflow registry with aliases and metrics.",
+        description="List every version of the sidn-* models in the MLflow registry with aliases, metrics and "
+                    "the figures at the calibrated threshold (catch rate, false-alarm rate with its 95%% "
+                    "interval, pixel precision/recall/IoU), also per defect type.",
         epilog="example:\n  sidn registry --category carpet", formatter_class=fmt,
     )
     p.add_argument("--category", help="only sidn-<category>")
     p.add_argument("--params", help="params.yaml (for register.model_name_prefix)")
     p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    p.add_argument("--all-defects", action="store_true", help="per-defect figures of every version, not only aliased")
     p.set_defaults(func=cmd_registry)

@@ -18,7 +18,11 @@ stages wrote (layout of :class:`pipelines.params.CategoryPaths`, ``runs/<categor
   ``train/l_td``, ``train/total`` (eq. 5, 8, 17, 18, 25) and the other numeric columns
   (``train/radii_t_mean`` ...), ``val/loss`` and ``val/pixel_auroc`` on validation steps;
 * final metrics: ``pixel_auroc``, ``aupro``, ``image_auroc`` (``eval/metrics.json``, also per
-  defect type as ``<defect>/pixel_auroc`` ...), the calibrated ``threshold``,
+  defect type as ``<defect>/pixel_auroc`` ...); at the calibrated threshold (what people approve
+  on, ``operating_point`` in ``eval/metrics.json``): ``catch_rate``, ``false_alarm_rate`` with
+  ``false_alarm_ci95_low`` / ``_high``, ``pixel_precision``, ``pixel_recall``, ``pixel_iou`` and
+  the counts ``caught``, ``n_defective``, ``false_alarms``, ``n_good_test`` (also per defect
+  type: ``<defect>/catch_rate`` ...); the calibrated ``threshold``,
   ``score_threshold`` and the false-alarm rates it achieves on held-out good images,
   ``image_far``, ``image_far_upper95``, ``pixel_far`` (``calibration.json``);
 * artifacts: ``plots/roc.png``, ``plots/pro.png``, ``plots/training.png`` (matplotlib, Agg),
@@ -347,15 +351,50 @@ def _log_history(client: "MlflowClient", run_id: str, history_csv: Path) -> int:
     return len(metrics)
 
 
+#: figures at the shipped (calibrated) threshold, from ``eval/metrics.json["operating_point"]``
+#: (:func:`sidn.operating_point.operating_point`), as MLflow metric names
+OPERATING_POINT_METRICS = ("catch_rate", "false_alarm_rate", "false_alarm_ci95_low", "false_alarm_ci95_high",
+                           "pixel_precision", "pixel_recall", "pixel_iou", "caught", "n_defective",
+                           "false_alarms", "n_good_test")
+
+
+def operating_point_metrics(op: dict[str, Any] | None, prefix: str = "") -> dict[str, float | None]:
+    """``metrics.json``'s ``operating_point`` -> flat metrics (:data:`OPERATING_POINT_METRICS`).
+
+    ``false_alarm_ci95 [lo, hi]`` becomes ``false_alarm_ci95_low`` / ``_high`` and the test's
+    good-image count ``n_good`` becomes ``n_good_test`` (``n_good_images`` is the calibration
+    hold-out's). Missing or non-finite values are None. ``prefix``: ``"<defect>/"``.
+    """
+    op = op or {}
+    ci = op.get("false_alarm_ci95") or [None, None]
+    ci = list(ci) + [None, None] if isinstance(ci, (list, tuple)) else [None, None]
+    values = {
+        "catch_rate": op.get("catch_rate"), "false_alarm_rate": op.get("false_alarm_rate"),
+        "false_alarm_ci95_low": ci[0], "false_alarm_ci95_high": ci[1],
+        "pixel_precision": op.get("pixel_precision"), "pixel_recall": op.get("pixel_recall"),
+        "pixel_iou": op.get("pixel_iou"), "caught": op.get("caught"), "n_defective": op.get("n_defective"),
+        "false_alarms": op.get("false_alarms"), "n_good_test": op.get("n_good"),
+    }
+    return {f"{prefix}{k}": finite_or_none(v) for k, v in values.items()}
+
+
 def final_metrics(paths: CategoryPaths) -> dict[str, float]:
-    """Evaluation + calibration numbers of one category (the run's final metrics)."""
+    """Evaluation + calibration numbers of one category (the run's final metrics).
+
+    Besides the threshold-free metrics, the figures at the calibrated threshold
+    (:data:`OPERATING_POINT_METRICS`: catch rate, false-alarm rate on good test images with its
+    95 % interval, pixel precision / recall / IoU, and their counts), for the category and as
+    ``<defect>/catch_rate`` ... per defect type.
+    """
     ev = _read_json(paths.metrics)
     cal = _read_json(paths.calibration)
     out: dict[str, float | None] = {k: finite_or_none(ev.get(k)) for k in ("pixel_auroc", "aupro", "image_auroc")}
     out["n_test_images"] = finite_or_none(ev.get("n_images"))
+    out.update(operating_point_metrics(ev.get("operating_point")))
     for defect, values in (ev.get("per_defect") or {}).items():
         for k in ("pixel_auroc", "aupro", "image_auroc"):
             out[f"{_metric_key(defect)}/{k}"] = finite_or_none((values or {}).get(k))
+        out.update(operating_point_metrics((values or {}).get("operating_point"), f"{_metric_key(defect)}/"))
     out["threshold"] = finite_or_none(cal.get("threshold"))
     out["score_threshold"] = finite_or_none(cal.get("score_threshold"))
     out["image_far"] = finite_or_none(cal.get("image_far"))
@@ -494,4 +533,5 @@ def register_challenger(cfg: SIDNConfig, category: str, run_id: str) -> int:
 __all__ = [
     "configure", "get_client", "tracking_uri", "default_local_uri", "experiment_name", "start_parent_run", "log_category_run",
     "register_challenger", "data_version", "git_commit", "flatten_config", "final_metrics", "validation_status",
+    "OPERATING_POINT_METRICS", "operating_point_metrics",
 ]

@@ -1,18 +1,29 @@
-"""A real MLflow tracking server for integration tests (loopback, sqlite backend, stopped after).
+"""A real MLflow tracking server for integration tests (loopback, sqlite backend, basic-auth, stopped after).
 
 Use from a test module or ``conftest.py``::
 
-    from fixtures_mlflow import mlflow_server, mlflow_env  # noqa: F401
+    from fixtures_mlflow import mlflow_server, mlflow_env, mlflow_auth, as_user  # noqa: F401
 
-``mlflow_server`` (session) starts::
+``mlflow_server`` (session) starts, as ``make up`` does (``infra/stack.py``), MLflow with its
+built-in authentication and the release guard::
 
-    mlflow server --backend-store-uri sqlite:///TMP/mlflow.db --artifacts-destination TMP/artifacts
-                  --host 127.0.0.1 --port <free> --workers 1
+    mlflow server --app-name basic-auth --backend-store-uri sqlite:///TMP/mlflow.db
+                  --artifacts-destination TMP/artifacts --host 127.0.0.1 --port <free> --workers 1
 
 with ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` (no background job workers: ~570 MB instead of
-~2.8 GB) and telemetry off, waits for ``/health`` and yields the server URI. It is stopped with
-SIGTERM to its process group (SIGKILL after 20 s). ``mlflow_env`` (module) points
-``MLFLOW_TRACKING_URI`` at it with a fresh experiment name and restores the environment after.
+~2.8 GB) and telemetry off, waits for ``/health``, creates the users and roles
+(:meth:`MlflowAuth.provision`) and yields the server URI. Users (throw-away passwords generated
+at run time in the session's temporary folder, never in a committed file):
+
+* ``sidn-release`` -- release manager: MANAGE on every registered model, the only account the
+  server lets move ``champion``;
+* ``sidn-pipeline`` -- EDIT on experiments and registered models (runs, versions, ``challenger``);
+* ``sidn-viewer`` -- no role: the default READ.
+
+It is stopped with SIGTERM to its process group (SIGKILL after 20 s). ``mlflow_env`` (module)
+points ``MLFLOW_TRACKING_URI`` at it, logs in as ``sidn-pipeline`` (``MLFLOW_TRACKING_USERNAME``
+/ ``_PASSWORD``) with a fresh experiment name and restores the environment after;
+``as_user(auth, name)`` switches the account for a block.
 """
 
 from __future__ import annotations
@@ -26,8 +37,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -94,36 +106,80 @@ def server_env() -> dict[str, str]:
     return env
 
 
+RELEASE_MANAGER = "sidn-release"
+PIPELINE_USER = "sidn-pipeline"
+VIEWER = "sidn-viewer"
+CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def load_stack() -> Any:
+    """``infra/stack.py`` as a module (shared with ``fixtures_s3``)."""
+    from fixtures_s3 import load_stack as load
+
+    return load()
+
+
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def mlflow_auth(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The test server's :class:`MlflowAuth` (config, users, throw-away passwords in a temp folder)."""
+    stack = load_stack()
+    return stack.MlflowAuth(tmp_path_factory.mktemp("mlflow-auth"), users={
+        RELEASE_MANAGER: "sidn-release-managers", PIPELINE_USER: "sidn-pipelines", VIEWER: None})
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_auth: Any) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     log = root / "server.log"
     cmd = [
-        mlflow_executable(), "server",
+        mlflow_executable(), "server", "--app-name", "basic-auth",
         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
         "--artifacts-destination", str(root / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]
+    env = {**server_env(), **mlflow_auth.server_env()}
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=server_env(), cwd=root,
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
                                 start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{uri}/health", proc, timeout=120, log=log)
+        mlflow_auth.provision(uri)
         yield uri
     finally:
         stop_group(proc)
 
 
+@contextmanager
+def as_user(auth: Any, user: str | None) -> Iterator[None]:
+    """Within the block, MLflow clients of this process authenticate as ``user`` (None: anonymous)."""
+    saved = {k: os.environ.get(k) for k in CREDENTIAL_VARS}
+    if user is None:
+        for k in CREDENTIAL_VARS:
+            os.environ.pop(k, None)
+    else:
+        os.environ.update(auth.client_env(user))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="module")
-def mlflow_env(mlflow_server: str) -> Iterator[str]:
-    """``MLFLOW_TRACKING_URI`` -> the test server, fresh ``MLFLOW_EXPERIMENT_NAME``; restored after."""
-    keys = ["MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", *TELEMETRY_OFF]
+def mlflow_env(mlflow_server: str, mlflow_auth: Any) -> Iterator[str]:
+    """``MLFLOW_TRACKING_URI`` -> the test server as ``sidn-pipeline``, fresh ``MLFLOW_EXPERIMENT_NAME``;
+    restored after."""
+    keys = ["MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", *CREDENTIAL_VARS, *TELEMETRY_OFF]
     saved = {k: os.environ.get(k) for k in keys}
     os.environ.update(TELEMETRY_OFF)
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     os.environ["MLFLOW_EXPERIMENT_NAME"] = f"test-{uuid.uuid4().hex[:8]}"
+    os.environ.update(mlflow_auth.client_env(PIPELINE_USER))
     try:
         yield mlflow_server
     finally:

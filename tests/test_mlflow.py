@@ -1,9 +1,12 @@
-"""MLflow layer against a real ``mlflow server`` (sqlite backend, loopback) and ``mlflow models serve``.
+"""MLflow layer against a real ``mlflow server`` (sqlite backend, loopback, basic-auth) and ``mlflow models serve``.
 
-Runs, metrics and artifacts land; registration and aliases; the gate refuses a worse challenger
-and promotes a better one only with approval; a pending request without approval; rollback;
-``models:/sidn-x@champion`` loads and predicts; the served model answers real images and
-refuses malformed payloads with 4xx while it keeps serving.
+Runs, metrics and artifacts land (the figures at the calibrated threshold included, per defect
+type too); registration and aliases; the gate refuses a worse challenger and promotes a better
+one only with approval; absolute floors refuse a bad first champion; a pending request without
+approval; rollback only to a former champion, with a name; the server itself refuses (HTTP 403)
+a ``champion`` change by anyone but the release manager; ``models:/sidn-x@champion`` loads and
+predicts; the served model answers real images and refuses malformed payloads with 4xx while it
+keeps serving.
 
 Speed: no training. Each "run" is a tiny random-init SIDN bundle (64 px, C=4, K=3) with a set
 threshold plus hand-written metrics/calibration files in the ``runs/<category>`` layout.
@@ -28,7 +31,10 @@ import pandas as pd
 import pytest
 import torch
 
-from fixtures_mlflow import free_port, mlflow_env, mlflow_executable, mlflow_server, stop_group, wait_http  # noqa: F401
+from fixtures_mlflow import (  # noqa: F401
+    PIPELINE_USER, RELEASE_MANAGER, VIEWER, as_user, free_port, mlflow_auth, mlflow_env, mlflow_executable,
+    mlflow_server, stop_group, wait_http,
+)
 from helpers_data import texture
 from pipelines.params import CategoryPaths
 from sidn.bundle import load_bundle, save_bundle
@@ -97,19 +103,40 @@ def bundle_file(tmp_path_factory) -> Path:
     return path
 
 
+def operating_point(catch_rate: float, n_defective: int = 60, false_alarm_rate: float = 0.05, n_good: int = 40,
+                    pixel_iou: float = 0.45) -> dict:
+    """An ``operating_point`` entry of ``eval/metrics.json`` (counts rounded from the rates)."""
+    from sidn.operating_point import clopper_pearson
+
+    caught, alarms = round(catch_rate * n_defective), round(false_alarm_rate * n_good)
+    return {"threshold": 0.51, "catch_rate": caught / n_defective, "caught": caught, "n_defective": n_defective,
+            "false_alarm_rate": alarms / n_good, "false_alarm_ci95": list(clopper_pearson(alarms, n_good)),
+            "false_alarms": alarms, "n_good": n_good, "pixel_precision": 0.6, "pixel_recall": 0.7,
+            "pixel_iou": pixel_iou}
+
+
 def make_run(root: Path, bundle: Path, pixel_auroc: float, aupro: float, image_far: float = 0.05,
-             validation_passed: bool = True, history_steps: int = 5) -> tuple[SIDNConfig, CategoryPaths]:
-    """Write ``root/runs/x`` in the pipeline layout with the given numbers."""
+             validation_passed: bool = True, history_steps: int = 5, catch_rate: float = 0.95,
+             false_alarm_rate: float = 0.05, category: str = CATEGORY) -> tuple[SIDNConfig, CategoryPaths]:
+    """Write ``root/runs/<category>`` in the pipeline layout with the given numbers (defect types
+    ``cut`` with 20 and ``hole`` with 40 of the 60 defective test images)."""
     cfg = _cfg(root)
-    paths = CategoryPaths(root / "runs", CATEGORY)
+    cfg.data.categories = [category]
+    paths = CategoryPaths(root / "runs", category)
     paths.eval_dir.mkdir(parents=True)
     paths.train_dir.mkdir(parents=True)
     paths.validation.mkdir(parents=True)
     paths.overlays.mkdir(parents=True)
     paths.model.write_bytes(bundle.read_bytes())
     paths.metrics.write_text(json.dumps({
-        "category": CATEGORY, "pixel_auroc": pixel_auroc, "aupro": aupro, "image_auroc": 0.9, "n_images": 6,
-        "per_defect": {"cut": {"pixel_auroc": pixel_auroc - 0.01, "aupro": aupro, "image_auroc": 0.8}},
+        "category": category, "pixel_auroc": pixel_auroc, "aupro": aupro, "image_auroc": 0.9, "n_images": 100,
+        "operating_point": operating_point(catch_rate, 60, false_alarm_rate),
+        "per_defect": {
+            "cut": {"pixel_auroc": pixel_auroc - 0.01, "aupro": aupro, "image_auroc": 0.8,
+                    "operating_point": operating_point(catch_rate, 20, false_alarm_rate, pixel_iou=0.5)},
+            "hole": {"pixel_auroc": pixel_auroc, "aupro": aupro, "image_auroc": 0.85,
+                     "operating_point": operating_point(catch_rate, 40, false_alarm_rate, pixel_iou=0.4)},
+        },
     }))
     paths.calibration.write_text(json.dumps({
         "threshold": 0.51, "method": "image_far", "image_far": image_far, "pixel_far": 0.001,
@@ -136,8 +163,9 @@ def log_and_register(tmp_path: Path, bundle: Path, data_version: str, **numbers)
     from pipelines import tracking
 
     cfg, paths = make_run(tmp_path, bundle, **numbers)
-    run_id = tracking.log_category_run(cfg, CATEGORY, paths, tags={"data_version": data_version})
-    version = tracking.register_challenger(cfg, CATEGORY, run_id)
+    category = cfg.data.categories[0]
+    run_id = tracking.log_category_run(cfg, category, paths, tags={"data_version": data_version})
+    version = tracking.register_challenger(cfg, category, run_id)
     return run_id, version, cfg
 
 
@@ -238,6 +266,13 @@ def test_category_run_lands_with_params_metrics_artifacts_tags(mlflow_env, bundl
     assert m["pixel_auroc"] == pytest.approx(0.95) and m["aupro"] == pytest.approx(0.85)
     assert m["image_auroc"] == pytest.approx(0.9) and m["threshold"] == pytest.approx(0.51)
     assert m["image_far"] == pytest.approx(0.05) and m["cut/pixel_auroc"] == pytest.approx(0.94)
+    # the figures at the calibrated threshold, per category and per defect type
+    assert m["catch_rate"] == pytest.approx(57 / 60) and (m["caught"], m["n_defective"]) == (57, 60)
+    assert m["false_alarm_rate"] == pytest.approx(2 / 40) and (m["false_alarms"], m["n_good_test"]) == (2, 40)
+    assert 0 < m["false_alarm_ci95_low"] < 2 / 40 < m["false_alarm_ci95_high"] < 0.2
+    assert (m["pixel_precision"], m["pixel_recall"], m["pixel_iou"]) == pytest.approx((0.6, 0.7, 0.45))
+    assert m["cut/catch_rate"] == pytest.approx(19 / 20) and m["hole/catch_rate"] == pytest.approx(38 / 40)
+    assert m["cut/pixel_iou"] == pytest.approx(0.5) and m["hole/false_alarm_ci95_high"] == m["false_alarm_ci95_high"]
     hist = client.get_metric_history(run_id, "train/l_s")
     assert sorted(h.step for h in hist) == list(range(1, 8))
     assert [h.step for h in client.get_metric_history(run_id, "val/loss")] == [7]
@@ -263,8 +298,11 @@ def test_category_run_lands_with_params_metrics_artifacts_tags(mlflow_env, bundl
 
 
 @pytest.fixture(scope="module")
-def registry_story(mlflow_env, bundle_file, tmp_path_factory):
-    """Registration + promotion scenario shared by the registry tests (runs once, in order)."""
+def registry_story(mlflow_env, mlflow_auth, bundle_file, tmp_path_factory):
+    """Registration + promotion scenario shared by the registry tests (runs once, in order).
+
+    The pipeline's account registers and asks for promotion; the release manager's approves.
+    """
     from mlflow import MlflowClient
 
     from pipelines import registry
@@ -275,6 +313,9 @@ def registry_story(mlflow_env, bundle_file, tmp_path_factory):
     def new(data_version: str, **numbers):
         return log_and_register(tmp_path_factory.mktemp("run"), bundle_file, data_version, **numbers)
 
+    def release():
+        return as_user(mlflow_auth, RELEASE_MANAGER)
+
     # v1: first model -> challenger; pending without approval; first champion with approval
     _, v1, cfg = new("d1", pixel_auroc=0.95, aupro=0.85)
     log["v1"] = v1
@@ -283,25 +324,31 @@ def registry_story(mlflow_env, bundle_file, tmp_path_factory):
     log["champion_after_pending"] = registry._alias_version(client, "sidn-x", "champion")
     with pytest.raises(registry.RegistryError, match="--by"):
         registry.promote(CATEGORY, approve=True, by=None, cfg=cfg)
-    log["promote_v1"] = registry.promote(CATEGORY, approve=True, by="alice", cfg=cfg)
+    with release():
+        log["promote_v1"] = registry.promote(CATEGORY, approve=True, by="alice", cfg=cfg)
     # v2: worse on pixel AUROC -> refused even with approval
     _, log["v2"], _ = new("d1", pixel_auroc=0.90, aupro=0.85)
-    log["refuse_v2"] = registry.promote(CATEGORY, approve=True, by="alice", cfg=cfg)
+    with release():
+        log["refuse_v2"] = registry.promote(CATEGORY, approve=True, by="alice", cfg=cfg)
     # v3: better, but too many false alarms and data validation failed -> refused
     _, log["v3"], _ = new("d1", pixel_auroc=0.97, aupro=0.90, image_far=0.3, validation_passed=False)
-    log["refuse_v3"] = registry.promote(CATEGORY, approve=True, by="alice", cfg=cfg)
+    with release():
+        log["refuse_v3"] = registry.promote(CATEGORY, approve=True, by="alice", cfg=cfg)
     # v4: better, evaluated on new data d2 -> champion must be re-evaluated on d2
-    _, log["v4"], _ = new("d2", pixel_auroc=0.96, aupro=0.86)
-    log["no_reeval_v4"] = registry.promote(CATEGORY, approve=True, by="bob", cfg=cfg)
+    _, log["v4"], _ = new("d2", pixel_auroc=0.96, aupro=0.86, catch_rate=0.9)
+    with release():
+        log["no_reeval_v4"] = registry.promote(CATEGORY, approve=True, by="bob", cfg=cfg)
     calls = []
 
     def evaluate_fn(bundle_path: Path) -> dict:
         model, _, _ = load_bundle(bundle_path)  # a real bundle comes back from the registry
         calls.append(bundle_path)
-        return {"pixel_auroc": 0.955, "aupro": 0.80, "image_auroc": 0.9}
+        return {"pixel_auroc": 0.955, "aupro": 0.80, "image_auroc": 0.9, "operating_point": operating_point(0.8),
+                "per_defect": {"cut": {"pixel_auroc": 0.95, "operating_point": operating_point(0.75, 20)}}}
 
     log["pending_v4"] = registry.promote(CATEGORY, cfg=cfg, evaluate_fn=evaluate_fn)
-    log["promote_v4"] = registry.promote(CATEGORY, approve=True, by="bob", cfg=cfg, evaluate_fn=evaluate_fn)
+    with release():
+        log["promote_v4"] = registry.promote(CATEGORY, approve=True, by="bob", cfg=cfg, evaluate_fn=evaluate_fn)
     log["eval_calls"] = calls
     log["cfg"] = cfg
     return client, log
@@ -314,14 +361,20 @@ def test_registration_sets_challenger_and_first_champion_needs_approval(registry
     pending = log["pending_v1"]
     assert pending.status == "pending" and pending.exit_code == 0
     assert pending.comparison.champion is None and pending.comparison.passed
+    assert {"floor_pixel_auroc", "floor_catch_rate", "floor_false_alarm_rate"} <= {c.name for c in pending.comparison.checks}
     assert log["champion_after_pending"] is None  # a pending request moves nothing
     promoted = log["promote_v1"]
     assert promoted.status == "promoted" and promoted.version == 1
     mv1 = client.get_model_version("sidn-x", "1")
     assert mv1.tags["approved_by"] == "alice" and mv1.tags["promotion_request"] == "approved"
     assert mv1.tags["approved_at"] and json.loads(mv1.tags["comparison"])["passed"] is True
+    assert mv1.tags["moved_by_account"] == RELEASE_MANAGER  # the server account that moved the alias
     assert mv1.tags["requested_at"]  # from the earlier pending request
     assert mv1.tags["run_id"] and mv1.tags["pixel_auroc"] == repr(0.95)
+    # the figures at the threshold travel with the version, per defect type too
+    assert float(mv1.tags["catch_rate"]) == pytest.approx(57 / 60) and mv1.tags["n_good_test"] == "40.0"
+    per_defect = json.loads(mv1.tags["per_defect"])
+    assert set(per_defect) == {"cut", "hole"} and per_defect["cut"]["caught"] == 19
 
 
 @pytest.mark.integration
@@ -346,6 +399,7 @@ def test_better_challenger_on_new_data_promoted_only_with_approval(registry_stor
     champ = pending.comparison.champion
     assert champ.version == 1 and champ.metrics["aupro"] == pytest.approx(0.80)
     assert champ.metrics_source == "re-evaluated on data d2"
+    assert champ.metrics["catch_rate"] == pytest.approx(48 / 60) and champ.per_defect["cut"]["caught"] == 15
     assert len(log["eval_calls"]) == 2 and all(p.suffix == ".pt" for p in log["eval_calls"])
     promoted = log["promote_v4"]
     assert promoted.status == "promoted" and promoted.version == 4
@@ -354,10 +408,109 @@ def test_better_challenger_on_new_data_promoted_only_with_approval(registry_stor
     assert "champion" in mv4.aliases and "challenger" in mv4.aliases
     text = promoted.comparison.table()
     assert "champion v1" in text and "gate: PASSED" in text
+    # side by side at the calibrated threshold: catch 54/60 vs 48/60, false alarms with their interval
+    lines = {line.split("  ")[1].strip(): line for line in text.splitlines() if line.startswith("  ") and "  " in line[2:]}
+    assert "0.900 (54/60)" in lines["catch rate"] and "0.800 (48/60)" in lines["catch rate"]
+    assert "+0.100" in lines["catch rate"]
+    assert "0.050 (2/40)" in lines["false-alarm rate"] and "[0.006, 0.169]" in text
+    assert "pixel IoU" in text and "per defect type" in text
+    cut = [line for line in text.splitlines() if "cut" in line or ("champion" in line and "(" in line)]
+    assert any("0.900 (18/20)" in line for line in cut) and any("0.750 (15/20)" in line for line in cut)
+    assert "[PASS] floor_catch_rate" in text
 
 
 @pytest.mark.integration
-def test_rollback_and_listing(registry_story, capsys):
+def test_bad_first_model_stopped_by_absolute_floors(mlflow_env, mlflow_auth, bundle_file, tmp_path_factory):
+    """A first model that catches 0 of 60 defective images must not become champion (sidn-y: no champion yet)."""
+    from mlflow import MlflowClient
+
+    from pipelines import registry
+
+    client = MlflowClient(mlflow_env)
+
+    def attempt(**numbers):
+        _, version, cfg = log_and_register(tmp_path_factory.mktemp("floor"), bundle_file, "d1", category="y",
+                                           pixel_auroc=numbers.pop("pixel_auroc", 0.95), aupro=0.85, **numbers)
+        with as_user(mlflow_auth, RELEASE_MANAGER):
+            return version, registry.promote("y", approve=True, by="alice", cfg=cfg)
+
+    version, blind = attempt(catch_rate=0.0)
+    assert blind.status == "refused" and blind.comparison.champion is None
+    assert [c.name for c in blind.comparison.failures] == ["floor_catch_rate"]
+    assert "catch rate 0.000 (0/60) >= min_catch_rate 0.5" in blind.message
+    assert registry._alias_version(client, "sidn-y", "champion") is None
+    _, weak = attempt(pixel_auroc=0.7)
+    assert [c.name for c in weak.comparison.failures] == ["floor_pixel_auroc"]
+    _, noisy = attempt(false_alarm_rate=0.3)
+    assert [c.name for c in noisy.comparison.failures] == ["floor_false_alarm_rate"]
+    assert "0.300 (12/40)" in noisy.message
+    assert registry._alias_version(client, "sidn-y", "champion") is None
+    good_version, good = attempt()
+    assert good.status == "promoted"
+    assert client.get_model_version_by_alias("sidn-y", "champion").version == str(good_version)
+    # the blind version never was champion: no rollback to it
+    with as_user(mlflow_auth, RELEASE_MANAGER), pytest.raises(registry.RegistryError, match="never the champion"):
+        registry.promote("y", to_version=version, by="alice")
+
+
+@pytest.mark.integration
+def test_server_refuses_champion_moves_by_anyone_but_the_release_manager(registry_story, mlflow_auth, capsys):
+    """The lock is on the server: HTTP 403 for the pipeline's account (EDIT) and a reader's (READ)."""
+    import argparse
+    import base64
+
+    from mlflow.exceptions import MlflowException
+
+    from pipelines import registry
+    from pipelines.registry_cli import register
+
+    client, log = registry_story
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    champion = client.get_model_version_by_alias("sidn-x", "champion").version
+
+    def set_alias(user: str | None, alias: str, version: str) -> int:
+        headers = {"Content-Type": "application/json"}
+        if user is not None:
+            token = base64.b64encode(f"{user}:{mlflow_auth.password(user)}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        body = json.dumps({"name": "sidn-x", "alias": alias, "version": version}).encode()
+        req = urllib.request.Request(f"{uri}/api/2.0/mlflow/registered-models/alias", data=body,
+                                     headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    assert set_alias(PIPELINE_USER, "champion", "2") == 403  # EDIT on the model, still refused
+    assert set_alias(PIPELINE_USER, "Champion", "2") == 403
+    assert set_alias(VIEWER, "champion", "2") == 403  # READ only
+    assert set_alias("sidn-admin", "champion", "2") == 403  # the admin account is not a release manager
+    assert set_alias(None, "champion", "2") == 401
+    assert set_alias(VIEWER, "challenger", "2") == 403  # built-in permissions: READ cannot set aliases
+    assert client.get_model_version_by_alias("sidn-x", "champion").version == champion
+    with pytest.raises(MlflowException) as info:  # the MLflow client, as the pipeline
+        client.set_registered_model_alias("sidn-x", "champion", "2")
+    assert info.value.error_code == "PERMISSION_DENIED"
+    with pytest.raises(MlflowException):
+        client.delete_registered_model_alias("sidn-x", "champion")
+    with pytest.raises(MlflowException):
+        client.delete_model_version("sidn-x", champion)
+    # `sidn promote --to` as the pipeline: the registry allows it (v1 was champion), the server does not
+    parser = argparse.ArgumentParser(prog="sidn")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["promote", "--category", CATEGORY, "--to", "1", "--by", "mallory"])
+    assert args.func(args) == 2
+    assert "403" in capsys.readouterr().err
+    assert client.get_model_version_by_alias("sidn-x", "champion").version == champion
+    # the pipeline's own alias still works, and the release manager may move champion
+    assert set_alias(PIPELINE_USER, "challenger", "4") == 200
+    assert set_alias(RELEASE_MANAGER, "champion", champion) == 200
+    assert registry.former_champions(client, "sidn-x") >= {1, 4}
+
+
+@pytest.mark.integration
+def test_rollback_and_listing(registry_story, mlflow_auth, capsys):
     import argparse
 
     from pipelines import registry
@@ -367,36 +520,76 @@ def test_rollback_and_listing(registry_story, capsys):
     parser = argparse.ArgumentParser(prog="sidn")
     register(parser.add_subparsers(dest="command"))
 
-    args = parser.parse_args(["promote", "--category", CATEGORY, "--to", "1", "--by", "carol", "--no-reevaluate"])
-    assert args.func(args) == 0
-    assert client.get_model_version_by_alias("sidn-x", "champion").version == "1"
-    mv1 = client.get_model_version("sidn-x", "1")
-    assert mv1.tags["rolled_back_by"] == "carol" and mv1.tags["rolled_back_from"] == "4"
-    history = json.loads(client.get_registered_model("sidn-x").tags["champion_history"])
-    assert [h["kind"] for h in history] == ["promotion", "promotion", "rollback"]
-    assert registry.promote(CATEGORY, to_version=1).status == "unchanged"
-    with pytest.raises(registry.RegistryError, match="no version 99"):
-        registry.promote(CATEGORY, to_version=99)
+    with as_user(mlflow_auth, RELEASE_MANAGER):
+        # --to needs a name, and only a former champion: v2 was refused by the gate
+        args = parser.parse_args(["promote", "--category", CATEGORY, "--to", "1", "--no-reevaluate"])
+        assert args.func(args) == 2 and "--by" in capsys.readouterr().err
+        args = parser.parse_args(["promote", "--category", CATEGORY, "--to", "2", "--by", "carol"])
+        assert args.func(args) == 2 and "never the champion" in capsys.readouterr().err
+        assert client.get_model_version_by_alias("sidn-x", "champion").version == "4"
+        with pytest.raises(registry.RegistryError, match="--by"):
+            registry.promote(CATEGORY, to_version=1)
+        # a former champion below a (raised) floor is refused too
+        strict = SIDNConfig()
+        strict.register.min_catch_rate = 0.99
+        refused = registry.promote(CATEGORY, to_version=1, by="carol", cfg=strict)
+        assert refused.status == "refused" and [c.name for c in refused.comparison.failures] == ["floor_catch_rate"]
+        assert client.get_model_version_by_alias("sidn-x", "champion").version == "4"
 
-    # CLI: the challenger (v4) vs the champion (v1, logged on d1) without re-evaluation -> refusal, exit 1
-    args = parser.parse_args(["promote", "--category", CATEGORY, "--approve", "--by", "dave", "--no-reevaluate"])
-    assert args.func(args) == 1
-    err = capsys.readouterr()
-    assert "REFUSED" in err.err and "same_evaluation_data" in err.out
-    args = parser.parse_args(["promote", "--category", CATEGORY, "--approve"])
-    assert args.func(args) == 2 and "--by" in capsys.readouterr().err
+        args = parser.parse_args(["promote", "--category", CATEGORY, "--to", "1", "--by", "carol", "--no-reevaluate"])
+        assert args.func(args) == 0
+        out = capsys.readouterr().out
+        assert "rollback to v1 vs champion v4" in out and "catch rate" in out and "[PASS] former_champion" in out
+        assert client.get_model_version_by_alias("sidn-x", "champion").version == "1"
+        mv1 = client.get_model_version("sidn-x", "1")
+        assert mv1.tags["rolled_back_by"] == "carol" and mv1.tags["rolled_back_from"] == "4"
+        history = json.loads(client.get_registered_model("sidn-x").tags["champion_history"])
+        assert [h["kind"] for h in history] == ["promotion", "promotion", "rollback"]
+        assert registry.promote(CATEGORY, to_version=1, by="carol").status == "unchanged"
+        with pytest.raises(registry.RegistryError, match="no version 99"):
+            registry.promote(CATEGORY, to_version=99, by="carol")
+
+        # CLI: the challenger (v4) vs the champion (v1, logged on d1) without re-evaluation -> refusal, exit 1
+        args = parser.parse_args(["promote", "--category", CATEGORY, "--approve", "--by", "dave", "--no-reevaluate"])
+        assert args.func(args) == 1
+        err = capsys.readouterr()
+        assert "REFUSED" in err.err and "same_evaluation_data" in err.out
+        assert "false-alarm rate" in err.out and "per defect type" in err.out
+        args = parser.parse_args(["promote", "--category", CATEGORY, "--approve"])
+        assert args.func(args) == 2 and "--by" in capsys.readouterr().err
 
     df = registry.list_registry(category=CATEGORY)
     assert list(df["version"]) == [1, 2, 3, 4]
     assert df.set_index("version").loc[1, "aliases"] == "champion"
     assert df.set_index("version").loc[4, "aliases"] == "challenger"
     assert df.set_index("version").loc[2, "pixel_auroc"] == pytest.approx(0.90)
+    assert df.set_index("version").loc[4, "catch_rate"] == pytest.approx(0.9)
     args = parser.parse_args(["registry"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "sidn-x" in out and "champion" in out and "0.9500" in out
+    assert "0.950 (57/60)" in out and "0.050 (2/40) [0.006, 0.169]" in out  # catch, false alarms + interval
+    assert "per defect type" in out and "sidn-x v1 (champion)" in out and "0.950 (19/20)" in out
+    args = parser.parse_args(["registry", "--category", CATEGORY, "--json"])
+    assert args.func(args) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert records[0]["per_defect"]["hole"]["caught"] == 38 and records[0]["false_alarm_ci95_high"] > 0.05
     # leave v4 as champion for the serving tests
-    registry.promote(CATEGORY, to_version=4, by="carol")
+    with as_user(mlflow_auth, RELEASE_MANAGER):
+        registry.promote(CATEGORY, to_version=4, by="carol")
+
+
+@pytest.mark.integration
+def test_report_puts_champion_and_this_run_side_by_side(registry_story, bundle_file, tmp_path):
+    """The report finds the champion on the server (MLFLOW_TRACKING_URI) and shows its figures next
+    to this run's; this run is below the catch-rate floor, and its status says so."""
+    from pipelines.report import build_report
+
+    make_run(tmp_path, bundle_file, pixel_auroc=0.97, aupro=0.9, catch_rate=0.4)
+    report = build_report(tmp_path / "runs", [CATEGORY], tmp_path / "reports")
+    md = report.markdown.read_text()
+    assert "champion v4" in md and "0.900 (54/60)" in md and "0.400 (24/60)" in md
+    assert "below floor" in md and "catch rate" in md
 
 
 @pytest.mark.integration

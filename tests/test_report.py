@@ -1,4 +1,6 @@
-"""The report stage: table + mean, curves, overlay gallery, and that the HTML renders offline.
+"""The report stage: table + mean, the figures at the calibrated threshold (per defect type too),
+a status that names the floor a category misses, the champion side by side, curves, overlay
+gallery, and that the HTML renders offline.
 
 The rendering check loads the page in headless Chromium (Debian package ``chromium``) from a
 ``file://`` URL with networking useless (no server, everything is a data: URI) and asserts every
@@ -19,11 +21,23 @@ import pandas as pd
 import pytest
 
 from pipelines.report import build_report
+from sidn.config import RegisterConfig
+from sidn.operating_point import clopper_pearson
 
 CATEGORIES = ["carpet", "wood"]
 METRICS = {"carpet": (0.95, 0.80, 0.90), "wood": (0.85, 0.60, 0.70)}
 THRESHOLDS = {"carpet": 0.4, "wood": 0.6}
+#: (caught, defective, false alarms, good) at the calibrated threshold: wood catches nothing
+COUNTS = {"carpet": (57, 60, 2, 40), "wood": (0, 60, 0, 40)}
 N_OVERLAYS = 3
+FLOORS = RegisterConfig(min_pixel_auroc=0.8, min_catch_rate=0.5, max_false_alarm_rate=0.1)
+
+
+def op(caught: int, n_def: int, alarms: int, n_good: int, iou: float = 0.45) -> dict:
+    """An ``operating_point`` entry as ``sidn.jobs.evaluate_category`` writes it."""
+    return {"threshold": 0.5, "catch_rate": caught / n_def, "caught": caught, "n_defective": n_def,
+            "false_alarm_rate": alarms / n_good, "false_alarm_ci95": list(clopper_pearson(alarms, n_good)),
+            "false_alarms": alarms, "n_good": n_good, "pixel_precision": 0.6, "pixel_recall": 0.7, "pixel_iou": iou}
 
 
 def _fake_runs(root: Path, categories=CATEGORIES) -> Path:
@@ -33,9 +47,12 @@ def _fake_runs(root: Path, categories=CATEGORIES) -> Path:
         (base / "eval" / "overlays").mkdir(parents=True)
         (base / "train").mkdir(parents=True)
         px, pro, img = METRICS[category]
+        caught, n_def, alarms, n_good = COUNTS[category]
         (base / "eval" / "metrics.json").write_text(json.dumps(
-            {"category": category, "pixel_auroc": px, "aupro": pro, "image_auroc": img, "n_images": 6,
-             "per_defect": {}}))
+            {"category": category, "pixel_auroc": px, "aupro": pro, "image_auroc": img, "n_images": 100,
+             "operating_point": op(caught, n_def, alarms, n_good),
+             "per_defect": {"cut": {"pixel_auroc": px - 0.01, "operating_point": op(caught // 3, 20, alarms, n_good, 0.5)},
+                            "hole": {"pixel_auroc": px, "operating_point": op(caught - caught // 3, 40, alarms, n_good)}}}))
         (base / "calibration.json").write_text(json.dumps(
             {"threshold": THRESHOLDS[category], "method": "image_far", "image_far": 0.05, "pixel_far": 0.001}))
         fpr = np.linspace(0, 1, 20)
@@ -54,7 +71,7 @@ def _fake_runs(root: Path, categories=CATEGORIES) -> Path:
 @pytest.fixture
 def report(tmp_path):
     runs = _fake_runs(tmp_path / "runs")
-    return build_report(runs, CATEGORIES + ["tile"], tmp_path / "reports")
+    return build_report(runs, CATEGORIES + ["tile"], tmp_path / "reports", champions={})
 
 
 def test_table_has_every_category_and_the_mean(report):
@@ -66,6 +83,55 @@ def test_table_has_every_category_and_the_mean(report):
     assert "2/3" in md and "tile" in md and "missing" in md
     assert "[index.html](index.html)" in md
     assert report.mean["pixel_auroc"] == pytest.approx(0.9)
+
+
+def test_status_names_the_floor_a_category_misses(tmp_path):
+    """A category that catches 0 of 60 defective images is not 'ok', whatever its AUROC."""
+    runs = _fake_runs(tmp_path / "runs")
+    report = build_report(runs, CATEGORIES, tmp_path / "reports", floors=FLOORS, champions={})
+    md = report.markdown.read_text()
+    carpet = next(line for line in md.splitlines() if line.startswith("| carpet |"))
+    wood = next(line for line in md.splitlines() if line.startswith("| wood |"))
+    assert carpet.endswith("| ok |")
+    assert "0.950 (57/60)" in carpet and "0.050 (2/40) [0.006, 0.169]" in carpet and "0.450" in carpet
+    assert "below floor: catch rate 0.000 (0/60) < 0.5" in wood and "| ok |" not in wood
+    assert "1/2 pass the floors" in md and "catch rate >= 0.5" in md
+    page = report.html.read_text()
+    assert "below floor: catch rate 0.000 (0/60) &lt; 0.5" in page and "class='below'" in page
+    # a raised pixel-AUROC floor names that floor too
+    strict = build_report(runs, ["carpet"], tmp_path / "strict", floors=RegisterConfig(min_pixel_auroc=0.99),
+                          champions={})
+    assert "below floor: pixel AUROC 0.9500 < 0.99" in strict.markdown.read_text()
+
+
+def test_per_defect_table_at_the_threshold(report):
+    md = report.markdown.read_text()
+    assert "## Per defect type at the calibrated threshold" in md
+    assert "| carpet | cut | this run | 0.9400 | 0.950 (19/20) | 0.050 (2/40) [0.006, 0.169] | 0.600 | 0.700 | 0.500 |" in md
+    assert "| carpet | hole | this run | 0.9500 | 0.950 (38/40) |" in md
+    assert "| wood | cut | this run | 0.8400 | 0.000 (0/20) |" in md
+    assert "Per defect type at the calibrated threshold" in report.html.read_text()
+
+
+def test_champion_side_by_side(tmp_path):
+    """Where a champion exists, its figures sit in the row under this run's, in both tables."""
+    runs = _fake_runs(tmp_path / "runs")
+    champion = {"version": 3, "data_version": "abc123", "pixel_auroc": 0.97, "aupro": 0.9, "image_auroc": 0.95,
+                "operating_point": op(48, 60, 1, 40),
+                "per_defect": {"cut": {"pixel_auroc": 0.96, "operating_point": op(14, 20, 1, 40)},
+                               "crack": {"pixel_auroc": 0.9, "operating_point": op(5, 10, 1, 40)}}}
+    report = build_report(runs, CATEGORIES, tmp_path / "reports", floors=FLOORS, champions={"carpet": champion})
+    lines = report.markdown.read_text().splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("| carpet |"))
+    assert lines[i + 1].startswith("| carpet: champion v3 | 0.9700 | 0.9000 | 0.9500 |")
+    assert "0.800 (48/60)" in lines[i + 1] and "serving (data abc123)" in lines[i + 1]
+    assert not any(line.startswith("| wood: champion") for line in lines)  # wood has none
+    cut = [line for line in lines if line.startswith("| carpet | cut |")]
+    assert [line.split(" | ")[2] for line in cut] == ["this run", "champion v3"]
+    assert "0.700 (14/20)" in cut[1]
+    assert any(line.startswith("| carpet | crack | this run | (no such defect type)") for line in lines)
+    page = report.html.read_text()
+    assert "carpet: champion v3" in page and "class='champion'" in page
 
 
 def test_html_is_self_contained(report):
