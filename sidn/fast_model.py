@@ -1,46 +1,62 @@
-"""Fast inference form of SIDN: the one "fast mode" that ``sidn bench`` times and the Predictor serves.
+"""Fast inference forms of SIDN: the "fast mode" that ``sidn bench`` times and the Predictor serves.
 
-:func:`make_fast` turns a :class:`~sidn.model.sidn.SIDN` into a :class:`FastSIDN`: an
-inference-only copy that returns the same typed :class:`~sidn.model.sidn.SIDNOutput` (all
-tensors float32). Its ``mode`` names the steps applied, joined by ``+``:
+:func:`make_fast` turns a :class:`~sidn.model.sidn.SIDN` into the best inference-only form the
+device supports, returning the same typed :class:`~sidn.model.sidn.SIDNOutput` (all tensors
+float32); its ``mode`` names the steps applied, joined by ``+``, and its ``note`` says why a
+better mode was not used:
 
-* ``foldbn``: every eval-mode BatchNorm2d is folded into the (transposed) convolution right
-  before it (:func:`fold_batchnorm`); exact up to float rounding (~1e-6).
-* ``bf16``: weights stored in bfloat16 and the network run in bf16 end to end, where the
-  device computes bf16 natively (oneDNN AVX512-BF16/AMX on the CPU, CUDA with bf16 support;
-  :func:`sidn.device.bf16_autocast_supported`). The arithmetic is that of ``torch.autocast``
-  (the GSRM softmax stays fp32, as in the model) without autocast's per-call weight casts.
-* ``fp32tail``: the last full-resolution deconvolution block and the head of both SM branches
-  keep fp32 weights and run in fp32 (:func:`fp32_tail`). Their outputs become the logits of
-  eq. (3)-(4); rounded to bf16 they put the fused map (eq. 26) ~2e-2 off fp32 on a network with
-  a realistic logit spread, in fp32 it stays ~6e-3 off (< :data:`MAX_FAST_DIFF`).
-* ``channels_last``: weights and input in NHWC, oneDNN's fast layout.
-* ``onednn``: (CPU with oneDNN only) each convolution runs as one oneDNN primitive with its
-  ReLU and, in a residual block, the skip addition fused in (:class:`FusedConv`,
-  ``torch.ops.mkldnn._convolution_pointwise``, the kernels ``torch.compile`` emits on the CPU),
-  its weights reordered once into oneDNN's blocked layout for the first input shape it sees.
-  This removes the separate ReLU/add passes over the activations, the per-call weight
-  reorders and most of the module calls, without compiling anything.
+* **int8** (:mod:`sidn.int8`, e.g. ``foldbn+int8+fp32head+channels_last+onednn``; ``+u7`` on
+  CPUs without VNNI): where oneDNN runs int8 on the CPU *and* the model carries an int8
+  calibration (:func:`sidn.int8.calibrate_int8`, :func:`sidn.int8.attach`, or ``int8=``) that
+  reached parity with fp32 for this CPU's scheme. Needs no bf16 hardware (issue 11).
+* otherwise the **float** fast form (:func:`make_float_fast`, :func:`float_fast_mode`), made of:
 
-Without native bf16 the mode drops ``bf16`` and ``fp32tail`` (same results as the model, up to
-rounding). Models that are not a SIDN (an :class:`sidn.export.OnnxModel`, a test stand-in) are
-returned unchanged. The copy is a snapshot: weights changed afterwards are not seen.
+  * ``foldbn``: every eval-mode BatchNorm2d is folded into the (transposed) convolution right
+    before it (:func:`fold_batchnorm`); exact up to float rounding (~1e-6).
+  * ``bf16``: weights stored in bfloat16 and the network run in bf16 end to end, where the
+    device computes bf16 natively (oneDNN AVX512-BF16/AMX on the CPU, CUDA with bf16 support;
+    :func:`sidn.device.bf16_autocast_supported`). The arithmetic is that of ``torch.autocast``
+    (the GSRM softmax stays fp32, as in the model) without autocast's per-call weight casts.
+  * ``fp32tail``: the last full-resolution deconvolution block and the head of both SM branches
+    keep fp32 weights and run in fp32 (:func:`fp32_tail`). Their outputs become the logits of
+    eq. (3)-(4); rounded to bf16 they put the fused map (eq. 26) ~2e-2 off fp32 on a network with
+    a realistic logit spread, in fp32 it stays ~6e-3 off (< :data:`MAX_FAST_DIFF`).
+  * ``channels_last``: weights and input in NHWC, oneDNN's fast layout.
+  * ``onednn``: (CPU with oneDNN only) each convolution runs as one oneDNN primitive with its
+    ReLU and, in a residual block, the skip addition fused in (:class:`FusedConv`,
+    ``torch.ops.mkldnn._convolution_pointwise``, the kernels ``torch.compile`` emits on the CPU),
+    its weights reordered once into oneDNN's blocked layout for the first input shape it sees.
+    This removes the separate ReLU/add passes over the activations, the per-call weight
+    reorders and most of the module calls, without compiling anything.
+  * on the CPU the SM heads (``ConvTranspose2d(C, 1, 3)``) run as one GEMM and shifted adds
+    (:class:`GemmHead`, exact in fp32): oneDNN has no good kernel for one output channel
+    (2-3 ms per head at 256 px instead of ~0.6 ms).
 
-Measured on the 2-core AVX512-BF16/AMX CPU this was written on, under other people's load, as
-ratios of interleaved runs (batch 1, 256x256) to bf16 ``torch.autocast`` of the folded model
-with the fp32 tail (the previous fast mode; plain autocast without the tail is no faster and
-~2e-2 off): bf16 weights ~0.9; + ``onednn`` (this mode) 0.7-0.83 (2 threads, wall: 0.74-0.80);
+  Without native bf16 the float mode drops ``bf16`` and ``fp32tail`` (same results as the
+  model, up to rounding).
+
+:func:`fast_mode` names what a model without int8 calibration gets (the float mode),
+:func:`best_mode` the best mode the device supports. Models that are not a SIDN (an
+:class:`sidn.export.OnnxModel`, a test stand-in) are returned unchanged. The copy is a
+snapshot: weights changed afterwards are not seen.
+
+Measured on the 2-core AVX512-BF16/AMX CPU the float mode was written on, under other people's
+load, as ratios of interleaved runs (batch 1, 256x256) to bf16 ``torch.autocast`` of the folded
+model with the fp32 tail (the previous fast mode; plain autocast without the tail is no faster and
+~2e-2 off): bf16 weights ~0.9; + ``onednn`` 0.7-0.83 (2 threads, wall: 0.74-0.80);
 ``torch.compile`` (inductor with freezing, which emits the same oneDNN kernels) 0.7-0.76 but
 only after 10-65 s of compilation per process and input shape; ``torch.jit.trace`` + ``freeze``
 0.82-0.89 (no fusion on the CPU, and deprecated in torch 2.13); onnxruntime (fp32 only, 2
 threads, all graph optimisations) ~2; plain fp32 2.2-2.6. fp16 for the tail is slower than
-fp32 here (no AMX-FP16), a bf16 tail misses the tolerance (~2e-2).
+fp32 here (no AMX-FP16), a bf16 tail misses the tolerance (~2e-2). For int8, see :mod:`sidn.int8`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +64,8 @@ from torch import Tensor, nn
 from sidn.device import bf16_autocast_supported
 from sidn.model.fem import ResidualBlock
 from sidn.model.sidn import SIDN, SIDNOutput
+
+log = logging.getLogger(__name__)
 
 MAX_FAST_DIFF = 1e-2  # max |fused_fast - fused_fp32| the fast mode is held to (bench, tests)
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
@@ -206,6 +224,52 @@ def fuse_onednn(model: nn.Module) -> nn.Module:
     return model
 
 
+class GemmHead(nn.Module):
+    """The SM head ``ConvTranspose2d(C, 1, k=3, s=1, p=1)`` in float32 as one GEMM and 8 shifted adds.
+
+    oneDNN has no good kernel for a single output channel (2-3 ms at 256x256 for 9 MMACs);
+    ``T = W [9, C] @ X^T [C, H*W]`` gives the 9 tap maps, whose shifted sum is the output (~0.6 ms).
+    """
+
+    def __init__(self, head: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        if not self.fits(head):
+            raise ValueError(f"GemmHead: unsupported head {head}")
+        c = head.in_channels
+        self.wm = head.weight.detach()[:, 0].reshape(c, 9).t().contiguous().float()  # [9, C], tap = 3 ky + kx
+        self.bias = 0.0 if head.bias is None else float(head.bias.detach()[0])
+
+    @staticmethod
+    def fits(head: nn.Module) -> bool:
+        return (isinstance(head, nn.ConvTranspose2d) and head.out_channels == 1 and tuple(head.kernel_size) == (3, 3)
+                and tuple(head.stride) == (1, 1) and tuple(head.padding) == (1, 1) and head.groups == 1
+                and tuple(head.dilation) == (1, 1) and tuple(head.output_padding) == (0, 0))
+
+    def forward(self, y: Tensor) -> Tensor:
+        b, c, h, w = y.shape
+        t = torch.mm(self.wm, y.float().permute(0, 2, 3, 1).reshape(-1, c).t()).view(9, b, h, w)
+        out = t[4].clone().add_(self.bias)
+        for ky in range(3):
+            for kx in range(3):
+                if ky == 1 and kx == 1:
+                    continue
+                dy, dx = 1 - ky, 1 - kx  # out[y, x] += t[tap][y + dy, x + dx] (transposed conv, padding 1)
+                y0, y1, x0, x1 = max(0, -dy), h - max(0, dy), max(0, -dx), w - max(0, dx)
+                out[:, y0:y1, x0:x1] += t[3 * ky + kx][:, y0 + dy:y1 + dy, x0 + dx:x1 + dx]
+        return out.unsqueeze(1)
+
+
+def gemm_heads(net: SIDN) -> SIDN:
+    """Replace (in place) each SM head that :meth:`GemmHead.fits` (wrapped in a :class:`Cast` or not) by a :class:`GemmHead`."""
+    for sm in (net.sm_t, net.sm_d):
+        head = sm.head
+        inner = head.module if isinstance(head, Cast) else head
+        if GemmHead.fits(inner):
+            g = GemmHead(inner)
+            sm.head = Cast(g, torch.float32) if isinstance(head, Cast) else g
+    return net
+
+
 def _onednn_ok(device: torch.device) -> bool:
     mk = torch.ops.mkldnn
     needed = ("_convolution_pointwise", "_convolution_transpose_pointwise", "_reorder_convolution_weight",
@@ -216,8 +280,8 @@ def _onednn_ok(device: torch.device) -> bool:
 # ------------------------------------------------------------------------------ fast model
 
 
-def fast_mode(device: torch.device | str) -> str:
-    """Name of the mode :func:`make_fast` uses for a SIDN on ``device`` (steps joined by ``+``)."""
+def float_fast_mode(device: torch.device | str) -> str:
+    """Name of the float mode :func:`make_fast` uses for a SIDN on ``device`` (steps joined by ``+``)."""
     dev = torch.device(device)
     parts = ["foldbn"]
     if bf16_autocast_supported(dev, require_native=True):
@@ -228,17 +292,49 @@ def fast_mode(device: torch.device | str) -> str:
     return "+".join(parts)
 
 
-class FastSIDN(nn.Module):
+def fast_mode(device: torch.device | str) -> str:
+    """Name of the mode :func:`make_fast` serves for a SIDN without a (passing) int8 calibration.
+
+    The float fast mode (:func:`float_fast_mode`); where int8 passed parity the model gets
+    :func:`best_mode` instead.
+    """
+    return float_fast_mode(device)
+
+
+def best_mode(device: torch.device | str) -> str:
+    """Name of the best mode ``device`` supports: int8 (:mod:`sidn.int8`) where oneDNN runs int8, else the float one.
+
+    int8 is served for a model only with an int8 calibration that reached parity
+    (:func:`make_fast`); without one the model gets :func:`float_fast_mode`.
+    """
+    from sidn.int8 import int8_mode_name, int8_scheme
+
+    scheme = int8_scheme(device)
+    return int8_mode_name(scheme) if scheme is not None else float_fast_mode(device)
+
+
+class FastForm(nn.Module):
+    """Base of the inference-only forms of a SIDN (:class:`FastSIDN`, :class:`sidn.int8.Int8SIDN`).
+
+    ``mode`` names the form; ``note`` says why a better mode was not used ('' if none was).
+    """
+
+    mode: str = "model"
+    note: str = ""
+
+
+class FastSIDN(FastForm):
     """Inference-only stand-in for a SIDN, built by :func:`make_fast`.
 
     ``forward(x [B,1,H,W])`` returns a :class:`SIDNOutput` whose tensors are all float32, like
     the model's (no gradients). ``mode`` names the preparation (see the module docstring).
     """
 
-    def __init__(self, net: SIDN, mode: str) -> None:
+    def __init__(self, net: SIDN, mode: str, note: str = "") -> None:
         super().__init__()
         self.net = net
         self.mode = mode
+        self.note = note
         self.dtype = torch.bfloat16 if "bf16" in mode.split("+") else torch.float32
 
     def forward(self, x: Tensor) -> SIDNOutput:
@@ -248,33 +344,56 @@ class FastSIDN(nn.Module):
                                  for f in dataclasses.fields(out)})
 
 
-def make_fast(model: nn.Module, device: torch.device | str | None = None) -> nn.Module:
-    """The fast inference form of ``model`` (see the module docstring); ``model`` is not modified.
-
-    ``device`` defaults to the model's. A :class:`FastSIDN` or any model that is not a SIDN is
-    returned as is (:func:`mode_of` tells which).
-    """
-    if isinstance(model, FastSIDN) or not isinstance(model, SIDN):
-        return model
+def make_float_fast(model: SIDN, device: torch.device | str | None = None, note: str = "") -> FastSIDN:
+    """The float fast form of ``model`` (:func:`float_fast_mode`: BN folded, bf16 where native, oneDNN-fused)."""
     dev = torch.device(device) if device is not None else next(model.parameters()).device
-    mode = fast_mode(dev)
+    mode = float_fast_mode(dev)
     parts = mode.split("+")
     net = fold_batchnorm(model).to(dev)
     if "bf16" in parts:
         net = fp32_tail(copy.deepcopy(net).to(torch.bfloat16), net)
     net.channels_last = True
     net.to(memory_format=torch.channels_last)
+    if dev.type == "cpu":
+        gemm_heads(net)
     if "onednn" in parts:
         fuse_onednn(net)
-    return FastSIDN(net, mode).eval()
+    return FastSIDN(net, mode, note).eval()
+
+
+def make_fast(model: nn.Module, device: torch.device | str | None = None, int8: Any = None) -> nn.Module:
+    """The fast inference form of ``model``, the best this device supports; ``model`` is not modified.
+
+    int8 (:class:`sidn.int8.Int8SIDN`) where the CPU runs oneDNN int8 and ``int8`` (an
+    :class:`sidn.int8.Int8Calibration`; default: the one :func:`sidn.int8.attach` hung on the
+    model) passed parity for this CPU's scheme; otherwise the float fast form
+    (:func:`make_float_fast`) whose ``note`` says why int8 was not used (logged as a warning
+    when a calibration was there but could not be served). ``device`` defaults to the model's.
+    A prepared form or any model that is not a SIDN is returned as is (:func:`mode_of` tells which).
+    """
+    if isinstance(model, FastForm) or not isinstance(model, SIDN):
+        return model
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    from sidn.int8 import int8_scheme, select_int8
+
+    note = ""
+    if int8_scheme(dev) is not None:
+        calib = int8 if int8 is not None else getattr(model, "int8_calibration", None)
+        net, why = select_int8(model, calib, dev)
+        if net is not None:
+            return net
+        note = f"int8 not used: {why}; serving {float_fast_mode(dev)}"
+        if calib is not None:
+            log.warning("%s", note)
+    return make_float_fast(model, dev, note)
 
 
 def mode_of(model: nn.Module) -> str:
-    """The ``mode`` of a :class:`FastSIDN`, ``"model"`` for any other module (run as is)."""
-    return model.mode if isinstance(model, FastSIDN) else "model"
+    """The ``mode`` of a fast form (:class:`FastSIDN`, :class:`sidn.int8.Int8SIDN`), ``"model"`` for any other module."""
+    return model.mode if isinstance(model, FastForm) else "model"
 
 
 __all__ = [
-    "FastSIDN", "FusedConv", "FusedResidualBlock", "Cast", "make_fast", "mode_of", "fast_mode", "fold_batchnorm",
+    "FastForm", "float_fast_mode", "best_mode", "make_float_fast", "FastSIDN", "FusedConv", "FusedResidualBlock", "Cast", "make_fast", "mode_of", "fast_mode", "fold_batchnorm",
     "fp32_tail", "fuse_onednn", "MAX_FAST_DIFF",
 ]

@@ -305,11 +305,14 @@ class Predictor:
     ``threshold`` overrides ``model.threshold``; the model's buffer is read at every call, so
     a threshold written by calibration is picked up. ``fast=True`` serves the maps from
     :func:`sidn.fast_model.make_fast` of the model, prepared here once (a snapshot of the
-    weights; ``fast_mode`` names it); ``fast=False`` from the model itself (``"model"``).
+    weights; ``fast_mode`` names it): the best mode the device supports, i.e. int8 where the CPU
+    runs it and an int8 calibration (``int8``, an :class:`sidn.int8.Int8Calibration`, else the one
+    :func:`sidn.int8.attach` hung on the model) reached parity, otherwise the float fast mode,
+    with ``fast_note`` saying why int8 was not used. ``fast=False`` serves the model itself (``"model"``).
     """
 
     def __init__(self, model: nn.Module, infer: InferConfig, image_size: int, device: str | torch.device = "cpu",
-                 threshold: float | None = None, fast: bool = False) -> None:
+                 threshold: float | None = None, fast: bool = False, int8: Any = None) -> None:
         if image_size < 16 or image_size % 16:
             raise ValueError(f"image_size must be a positive multiple of 16, got {image_size}")
         if device == "auto":
@@ -319,13 +322,18 @@ class Predictor:
         self.infer = infer
         self.image_size = int(image_size)
         self.fast = fast
-        self.net = make_fast(self.model, self.device) if fast else self.model  # what computes the maps
+        self.net = make_fast(self.model, self.device, int8=int8) if fast else self.model  # what computes the maps
         self._threshold = _finite_or_none(threshold)
 
     @property
     def fast_mode(self) -> str:
         """How the maps are computed: a :func:`sidn.fast_model.make_fast` mode, or ``"model"``."""
         return mode_of(self.net)
+
+    @property
+    def fast_note(self) -> str:
+        """Why the fast mode is not the best one the device supports ('' when it is, or when not fast)."""
+        return getattr(self.net, "note", "") if self.fast else ""
 
     @property
     def threshold(self) -> float | None:

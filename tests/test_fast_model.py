@@ -16,7 +16,8 @@ from torch import nn
 
 import sidn.fast_model as fm
 from sidn.config import InferConfig, ModelConfig
-from sidn.fast_model import MAX_FAST_DIFF, FastSIDN, fast_mode, fold_batchnorm, make_fast, mode_of
+from sidn.fast_model import (MAX_FAST_DIFF, FastSIDN, GemmHead, best_mode, fast_mode, float_fast_mode, fold_batchnorm, make_fast,
+                             mode_of)
 from sidn.inference import Predictor, anomaly_maps
 from sidn.model import SIDN, SIDNOutput
 
@@ -70,8 +71,9 @@ def test_fold_batchnorm_preserves_fp32_outputs() -> None:
 
 def test_fast_model_keeps_the_output_contract_and_tolerance() -> None:
     model = _model()
-    fast = make_fast(model)
-    assert isinstance(fast, FastSIDN) and mode_of(fast) == fast_mode("cpu") == fast.mode
+    fast = make_fast(model)  # no int8 calibration: the float fast mode
+    assert isinstance(fast, FastSIDN) and mode_of(fast) == float_fast_mode("cpu") == fast.mode
+    assert sum(isinstance(m, GemmHead) for m in fast.modules()) == 2  # both SM heads
     x = _images(4, 3)
     with torch.inference_mode():
         ref = model(x)
@@ -103,7 +105,13 @@ def test_mode_names_and_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     native = fm.bf16_autocast_supported("cpu", require_native=True)
     onednn = torch.backends.mkldnn.is_available()
     want = "foldbn" + ("+bf16+fp32tail" if native else "") + "+channels_last" + ("+onednn" if onednn else "")
-    assert fast_mode("cpu") == want
+    assert float_fast_mode("cpu") == want
+    from sidn.int8 import int8_mode_name, int8_scheme
+
+    scheme = int8_scheme("cpu")  # the best mode: int8 where oneDNN runs it (served once calibrated)
+    assert best_mode("cpu") == (int8_mode_name(scheme) if scheme else want)
+    assert fast_mode("cpu") == want  # what a model without an int8 calibration gets
+    assert float_fast_mode("meta") == best_mode("meta") == "foldbn+channels_last"
 
     monkeypatch.setattr(fm, "bf16_autocast_supported", lambda *a, **k: False)  # no native bf16: fp32
     fast = make_fast(model)
@@ -126,7 +134,7 @@ def test_predictor_fast_serves_the_shared_fast_model() -> None:
     infer = InferConfig(median_kernel=0, morph_kernel=0, min_region_area=0)
     fast = Predictor(model, infer, SIZE, fast=True)
     plain = Predictor(model, infer, SIZE)
-    assert isinstance(fast.net, FastSIDN) and fast.fast_mode == fast_mode("cpu")
+    assert isinstance(fast.net, FastSIDN) and fast.fast_mode == float_fast_mode("cpu")
     assert plain.net is model and plain.fast_mode == "model"
     images = [img[0].numpy() for img in _images(3, 11)] + [_images(1, 12, (100, 90))[0, 0].numpy()]
     for a, b in zip(fast.maps(images), plain.maps(images)):
