@@ -260,7 +260,7 @@ class GemmHead(nn.Module):
 
 
 def gemm_heads(net: SIDN) -> SIDN:
-    """Replace (in place) each SM head that :meth:`GemmHead.fits` (wrapped in a :class:`Cast` or not) by a :class:`GemmHead`."""
+    """Replace (in place) each SM head that :meth:`GemmHead.fits` (in a :class:`Cast` or not) by a :class:`GemmHead`."""
     for sm in (net.sm_t, net.sm_d):
         head = sm.head
         inner = head.module if isinstance(head, Cast) else head
@@ -389,11 +389,12 @@ def make_fast(model: nn.Module, device: torch.device | str | None = None, int8: 
 
 
 def mode_of(model: nn.Module) -> str:
-    """The ``mode`` of a fast form (:class:`FastSIDN`, :class:`sidn.int8.Int8SIDN`), ``"model"`` for any other module."""
+    """The ``mode`` of a fast form (:class:`FastSIDN`, :class:`sidn.int8.Int8SIDN`), ``"model"`` for other modules."""
     return model.mode if isinstance(model, FastForm) else "model"
 
 
 __all__ = [
-    "FastForm", "float_fast_mode", "best_mode", "make_float_fast", "FastSIDN", "FusedConv", "FusedResidualBlock", "Cast", "make_fast", "mode_of", "fast_mode", "fold_batchnorm",
+    "FastForm", "float_fast_mode", "best_mode", "make_float_fast", "GemmHead", "gemm_heads",
+    "FastSIDN", "FusedConv", "FusedResidualBlock", "Cast", "make_fast", "mode_of", "fast_mode", "fold_batchnorm",
     "fp32_tail", "fuse_onednn", "MAX_FAST_DIFF",
 ]

@@ -14,7 +14,8 @@ is compiled). What is int8 and what is not:
   to the four output phases followed by an interleave (:func:`deconv_as_conv`; same MACs);
 * kept in float32: the FEM stem (one input channel, 0.3 % of the MACs; its output is written
   as uint8 by the same oneDNN call, :class:`FloatStem`), the GSRM (its softmax over unscaled
-  centre similarities turns small errors into a different centre) and, per ``tail`` (:data:`TAILS`), the end of the SM: ``"block"`` the last
+  centre similarities turns small errors into a different centre) and, per ``tail``
+  (:data:`TAILS`), the end of the SM: ``"block"`` the last
   deconvolution block and the head, ``"head"`` (default) only the head, the last block's int8
   result being read out in float32 without re-quantisation, ``"none"`` nothing (the head is
   an int8 convolution with float32 output). The sigmoids and the fusion of eq. (26) are float32.
@@ -47,6 +48,14 @@ set can then miss the 0.005 (on the same model bf16 itself was 0.0064 off). Henc
 variants (:func:`variants`): if int8 FSEM branches miss parity, the FSEM runs in float (bf16
 where native, else fp32: ``+bf16fsem`` / ``+fp32fsem``; the FEM and SM stay int8), and if
 that misses too the float fast mode is served. Which one passes depends on the model.
+
+Measured on the 2-core AMD EPYC (Zen 4: AVX512-VNNI/BF16, no AMX) this was written on, under
+other people's load (1-min load 4.8-6 on 2 CPUs), batch 1, 256x256, best of 20 interleaved
+runs, one thread (two threads were slower than one at that load): fp32 79 ms, bf16 fast mode
+40, int8 ``u8s8`` 26 (``u7s8`` 25, float FSEM 32, ``tail="block"`` 29); with
+``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`` (onednn's kernels and ATen's, so an AVX2
+machine as far as these ops go): fp32 77, float fast mode 69, int8 ``u7s8`` 41 (fp32 FSEM 56).
+Batch 16 is run in chunks of :data:`CHUNK` images (per image 37.6 -> 25.6 ms, cache).
 
 Alternatives tried (issue 11): onnxruntime 1.32 ``quantize_static`` (QDQ, per-channel,
 calibration reader) leaves ``ConvTranspose`` in fp32 and did not fold the SM's BatchNorms;
@@ -933,6 +942,7 @@ __all__ = [
     "Int8SIDN", "Int8Calibration", "QConv", "QDeconv", "QResidualBlock", "Observer", "calibrate_int8", "make_int8",
     "select_int8", "attach", "from_bundle_extra", "save_to_bundle", "parity_report", "observe_ranges",
     "int8_scheme", "checkable_schemes", "int8_mode_name", "deconv_as_conv", "interleave", "qparams", "AUROC_TOL",
-    "SCHEMES", "TAILS", "FSEMS", "DEFAULT_TAIL", "INT8_FORMAT", "variant_name", "variants", "resized", "weights_hash", "mse_range", "FloatStem",
+    "SCHEMES", "TAILS", "FSEMS", "DEFAULT_TAIL", "INT8_FORMAT", "variant_name", "variants", "resized",
+    "weights_hash", "mse_range", "FloatStem",
     "checkable_schemes", "quantize", "dequantize", "BUNDLE_KEY",
 ]

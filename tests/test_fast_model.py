@@ -16,8 +16,8 @@ from torch import nn
 
 import sidn.fast_model as fm
 from sidn.config import InferConfig, ModelConfig
-from sidn.fast_model import (MAX_FAST_DIFF, FastSIDN, GemmHead, best_mode, fast_mode, float_fast_mode, fold_batchnorm, make_fast,
-                             mode_of)
+from sidn.fast_model import (MAX_FAST_DIFF, FastSIDN, GemmHead, best_mode, fast_mode, float_fast_mode, fold_batchnorm,
+                             make_fast, mode_of)
 from sidn.inference import Predictor, anomaly_maps
 from sidn.model import SIDN, SIDNOutput
 

@@ -233,13 +233,14 @@ def test_device_helpers():
 
 def test_bench_keys_tiny():
     from sidn.bench import REQUIRED_KEYS, format_bench, run_bench
-    from sidn.fast_model import fast_mode
+    from sidn.fast_model import best_mode, fast_mode
 
     d = run_bench(image_size=SIZE, repeats=1, batch=2, matmul_size=128, train_repeats=1)
     for k in REQUIRED_KEYS:
         assert k in d, k
     assert d["max_abs_diff_fast"] <= 1e-2 and d["fast_within_tolerance"]
-    assert d["fast_mode"] == fast_mode("cpu")  # the bench times the mode the Predictor serves
+    # the bench times the mode the Predictor serves: int8 where it reached parity, else the float mode
+    assert d["fast_mode"] in (fast_mode("cpu"), best_mode("cpu"))
     assert d["gflop_per_image"] > 0 and d["peak_rss_mb"] > 0
     assert "ms/image" in format_bench(d)
 
