@@ -40,6 +40,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+from unittest import mock
 
 import pytest
 
@@ -154,20 +155,12 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_auth: Any) ->
 @contextmanager
 def as_user(auth: Any, user: str | None) -> Iterator[None]:
     """Within the block, MLflow clients of this process authenticate as ``user`` (None: anonymous)."""
-    saved = {k: os.environ.get(k) for k in CREDENTIAL_VARS}
-    if user is None:
+    with mock.patch.dict(os.environ):
         for k in CREDENTIAL_VARS:
             os.environ.pop(k, None)
-    else:
-        os.environ.update(auth.client_env(user))
-    try:
+        if user is not None:
+            os.environ.update(auth.client_env(user))
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")
