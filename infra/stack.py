@@ -239,6 +239,13 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def _wait_until_gone(pgid: int, timeout: float) -> None:
+    """Wait (bounded) for a signalled group to disappear: delivery of SIGKILL is asynchronous."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _group_members(pgid):
+        time.sleep(0.05)
+
+
 def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The current environment with telemetry off, Python output unbuffered, plus ``extra``."""
     env = dict(os.environ)
@@ -448,6 +455,7 @@ class ProcessManager:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
             outcome = "killed"
+            _wait_until_gone(pgid, timeout=5)
         self._reap(name)
         self.pidfile(name).unlink(missing_ok=True)
         return outcome
