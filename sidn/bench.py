@@ -237,7 +237,11 @@ class _threads:
 
 def _parity(model: nn.Module, cfg: SIDNConfig, float_fast: nn.Module | None,
             say: Callable[[str], None]) -> dict[str, Any]:
-    """int8 calibration + parity (and the float fast mode's parity) of ``model`` on generated data."""
+    """int8 calibration + parity (and the float fast mode's parity) of ``model`` on generated data.
+
+    A model loaded from a bundle that ``sidn calibrate`` gave an int8 calibration keeps that one
+    (judged on its own category's held-out images): it is what serving uses.
+    """
     from sidn.calibrate import calibrate
     from sidn.config import CalibrateConfig
     from sidn.data.dgm import make_validation_set
@@ -261,7 +265,10 @@ def _parity(model: nn.Module, cfg: SIDNConfig, float_fast: nn.Module | None,
         t = calibrate(p.maps(list(good_thr)), None, None, CalibrateConfig(), infer, size).threshold
         source = f"calibrated (image FAR) on the fp32 maps of {len(good_thr)} other good images"
     out: dict[str, Any] = {"threshold": t, "threshold_source": source, "n_good": len(good_far), "n_val": len(val_i)}
-    if checkable_schemes("cpu"):
+    if getattr(model, "int8_calibration", None) is not None:
+        out["int8"] = model.int8_calibration
+        say("int8: the bundle's own calibration (sidn calibrate)")
+    elif checkable_schemes("cpu"):
         out["int8"] = calibrate_int8(model, list(good_far), list(val_i), list(val_m), infer, size, threshold=t)
         for scheme, rep in out["int8"].parity.items():
             say(f"parity int8 ({scheme}, {i8_mode(scheme)}): pixel AUROC {rep['pixel_auroc_fp32']:.4f} -> "

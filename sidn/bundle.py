@@ -217,7 +217,25 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple["
         raise BundleError(f"{path}: state_dict does not match the SIDN model built from its config: {exc}") from exc
     model.to(device)
     model.eval()
-    return model, cfg, dict(raw["extra"])
+    extra = dict(raw["extra"])
+    _attach_int8(model, extra, path)
+    return model, cfg, extra
+
+
+def _attach_int8(model: "SIDN", extra: dict[str, Any], path: Path) -> None:
+    """Hang the bundle's int8 calibration (``sidn calibrate``) on the model for the fast mode.
+
+    One made for other weights is still attached: :func:`sidn.int8.select_int8` then serves the
+    float fast mode and says why. A calibration that cannot be read is refused, naming the file.
+    """
+    from sidn.int8 import from_bundle_extra
+
+    try:
+        calibration = from_bundle_extra(extra)
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{path}: int8 calibration is invalid: {exc}") from exc
+    if calibration is not None:
+        model.int8_calibration = calibration
 
 
 def set_bundle_thresholds(

@@ -85,12 +85,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from sidn.predict_files import predict_files
 
     table = predict_files(Path(args.model), [Path(p) for p in args.inputs], Path(args.out),
-                          threshold=args.threshold, onnx=args.onnx, skip_bad=args.skip_bad)
+                          threshold=args.threshold, onnx=args.onnx, skip_bad=args.skip_bad, fast=args.fast)
     skipped = table[table["status"] == "skipped"]
     for _, row in skipped.iterrows():
         print(f"skipped {row['path']}: {row['reason']}", file=sys.stderr)
     defective = int((table["is_defective"] == True).sum())  # noqa: E712 - skipped rows hold None
     print(f"{len(table) - len(skipped)} image(s), {defective} defective, {len(skipped)} skipped -> {args.out}")
+    if args.fast:
+        mode = json.loads((Path(args.out) / "predictions.json").read_text())
+        print(f"maps computed in fast mode {mode['fast_mode']}" + (f" ({mode['fast_note']})" if mode["fast_note"] else ""))
     return 0
 
 
@@ -109,7 +112,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from sidn.bench import format_bench, run_bench
 
-    figures = run_bench(image_size=args.size)
+    figures = run_bench(image_size=args.size, bundle=args.model)
     print(json.dumps(figures) if args.json else format_bench(figures))
     return 0
 
@@ -193,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="override the calibrated threshold (a finite number)")
     p.add_argument("--onnx", help="run the fused map through this ONNX file (onnxruntime) instead of torch; "
                                   "it must have been exported from --model")
+    p.add_argument("--fast", action="store_true",
+                   help="fastest mode this CPU supports: int8 where the model's int8 calibration passed parity "
+                        "(sidn calibrate), else bf16 / folded fp32; predictions.json names the mode")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip unreadable images (listed with status 'skipped' and the reason in predictions.csv/json) "
                         "instead of failing the run")
@@ -206,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _parser(sub, "bench", "inference/training speed, memory and achieved FLOP rate on this machine")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--model", help="time and judge this calibrated model.pt (its int8 calibration included) "
+                                   "instead of a random timing model")
     p.set_defaults(func=cmd_bench)
 
     p = _parser(sub, "export", "export a model bundle to ONNX or TorchScript (fused map, eq. 26)")

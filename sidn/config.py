@@ -113,6 +113,7 @@ class CalibrateConfig:
     method: str = "image_far"  # which threshold goes into the bundle: image_far | pixel_far | max_f1
     target_image_far: float = 0.05  # share of good images allowed any predicted defect pixel
     target_pixel_far: float = 0.001  # share of good pixels allowed above threshold
+    int8: bool = True  # also calibrate the int8 fast mode (sidn.int8) where the CPU has oneDNN int8 kernels
 
 
 @dataclass

@@ -674,6 +674,14 @@ class Int8Calibration:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def int8_summary(calibration: Int8Calibration) -> dict[str, Any]:
+    """The figures of ``calibration`` a user reviews (calibration.json): per checked variant, whether it
+    may be served, the AUROC deltas against float32 and the max |diff| of the fused map."""
+    keys = ("passed", "pixel_auroc_delta", "image_auroc_delta", "max_abs_diff", "alarms", "alarms_fp32", "failures")
+    return _clean({"n_calibration_images": calibration.n_calibration_images, "notes": calibration.notes,
+                   "variants": {v: {k: rep.get(k) for k in keys} for v, rep in calibration.parity.items()}})
+
+
 def _clean(x: Any) -> Any:
     """JSON/bundle-safe primitives: NaN/inf -> None, numpy scalars -> Python, tuples -> lists."""
     if isinstance(x, dict):
@@ -939,7 +947,7 @@ def calibrate_int8(
 
 
 __all__ = [
-    "Int8SIDN", "Int8Calibration", "QConv", "QDeconv", "QResidualBlock", "Observer", "calibrate_int8", "make_int8",
+    "Int8SIDN", "Int8Calibration", "int8_summary", "QConv", "QDeconv", "QResidualBlock", "Observer", "calibrate_int8", "make_int8",
     "select_int8", "attach", "from_bundle_extra", "save_to_bundle", "parity_report", "observe_ranges",
     "int8_scheme", "checkable_schemes", "int8_mode_name", "deconv_as_conv", "interleave", "qparams", "AUROC_TOL",
     "SCHEMES", "TAILS", "FSEMS", "DEFAULT_TAIL", "INT8_FORMAT", "variant_name", "variants", "resized",

@@ -20,7 +20,9 @@ from sidn.config import SIDNConfig
 from sidn.data.dgm import make_validation_set
 from sidn.data.mvtec import build_manifest, load_images, read_image, read_mask, split_holdout
 from sidn.inference import Prediction, Predictor
+from sidn.int8 import BUNDLE_KEY as INT8_KEY, Int8Calibration, calibrate_int8, int8_scheme, int8_summary
 from sidn.io import atomic_write, atomic_write_json
+from sidn.model.sidn import SIDN
 from sidn.metrics import RankedPixels, image_auroc, pixel_auroc_per_image
 from sidn.operating_point import operating_point
 from sidn.train import TrainResult, train
@@ -202,6 +204,22 @@ def calibrate_category(
                        image_size=cfg.data.image_size)
 
     model.threshold.fill_(result.threshold)
-    save_bundle(model, bundle_cfg, bundle_path, extra={**extra, "calibration": result.to_dict()})
-    atomic_write_json(Path(out_dir) / "calibration.json", result.to_dict())
+    extra = {**{k: v for k, v in extra.items() if k != INT8_KEY}, "calibration": result.to_dict()}
+    summary = result.to_dict()
+    int8 = _int8_calibration(model, holdout_images, val_images, val_masks, cfg) if cfg.calibrate.int8 else None
+    if int8 is not None:
+        extra[INT8_KEY] = int8.to_dict()
+        summary["int8"] = int8_summary(int8)
+    save_bundle(model, bundle_cfg, bundle_path, extra=extra)
+    atomic_write_json(Path(out_dir) / "calibration.json", summary)
     return result
+
+
+def _int8_calibration(model: SIDN, good_images: np.ndarray, val_images: np.ndarray, val_masks: np.ndarray,
+                      cfg: SIDNConfig) -> Int8Calibration | None:
+    """The int8 fast mode's calibration (same held-out good images + DGM validation set), or None
+    where this CPU has no oneDNN int8 kernels."""
+    if int8_scheme("cpu") is None:
+        return None
+    return calibrate_int8(model, list(good_images), list(val_images), list(val_masks), cfg.infer,
+                          cfg.data.image_size, threshold=float(model.threshold))

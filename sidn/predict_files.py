@@ -140,10 +140,10 @@ def _check_finite(pred: Prediction, file: Path, source: str) -> None:
 
 
 def _write_tables(tmp: Path, rows: list[dict[str, Any]], regions: dict[str, list], threshold: float,
-                  bundle_path: Path, onnx: str | None) -> pd.DataFrame:
+                  bundle_path: Path, onnx: str | None, mode: dict[str, str]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=COLUMNS)
     table.to_csv(tmp / "predictions.csv", index=False)
-    doc = {"model": str(bundle_path), "onnx": onnx, "threshold": threshold,
+    doc = {"model": str(bundle_path), "onnx": onnx, "threshold": threshold, **mode,
            "skipped": sum(r["status"] == "skipped" for r in rows),
            "images": [{**r, "regions": regions.get(r["path"], [])} for r in rows]}
     (tmp / "predictions.json").write_text(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n")
@@ -193,6 +193,7 @@ def predict_files(
     threshold: float | None = None,
     onnx: str | None = None,
     skip_bad: bool = False,
+    fast: bool = False,
 ) -> pd.DataFrame:
     """Predict every image under ``inputs``; returns the per-image table also written as CSV.
 
@@ -201,7 +202,9 @@ def predict_files(
     ``skip_bad`` the first unreadable image fails the run (DataError naming the file); with it
     the image gets a row with status ``skipped`` and the reason. Outputs are published as a set
     at the end (:func:`publish_outputs`): on any error ``out_dir`` is left as it was and no
-    temporary folder remains.
+    temporary folder remains. ``fast`` computes the maps with the fastest form this CPU supports
+    (:func:`sidn.fast_model.make_fast`: int8 where the bundle's int8 calibration passed parity,
+    else bf16 or folded fp32); predictions.json names it (``fast_mode``) and says why int8 was not used.
     """
     bundle_path, out_dir = Path(bundle_path), Path(out_dir)
     if threshold is not None and not math.isfinite(float(threshold)):
@@ -214,7 +217,10 @@ def predict_files(
         onnx_model = OnnxModel(Path(onnx), threshold=float(model.threshold))
         check_onnx_matches_bundle(onnx, onnx_model.metadata, bundle_path, model)
         model, source = onnx_model, f"{onnx} (exported from {bundle_path})"
-    predictor = Predictor(model, cfg.infer, cfg.data.image_size, threshold=threshold)
+    if fast and onnx:
+        raise ValueError("--fast and --onnx are two ways of computing the maps: give one of them")
+    predictor = Predictor(model, cfg.infer, cfg.data.image_size, threshold=threshold, fast=fast)
+    mode = {"fast_mode": predictor.fast_mode, "fast_note": predictor.fast_note}
     used_threshold = predictor.require_threshold()
     files = collect_images(inputs, out_dir)
     names = _unique_names(files)
@@ -250,7 +256,7 @@ def predict_files(
                              "score": float(pred.score), "is_defective": bool(pred.mask.any()),
                              "defect_area_fraction": float(pred.mask.mean()), "n_regions": len(pred.regions)})
                 regions[str(file)] = pred.regions
-        table = _write_tables(tmp, rows, regions, used_threshold, bundle_path, onnx)
+        table = _write_tables(tmp, rows, regions, used_threshold, bundle_path, onnx, mode)
         publish_outputs(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # already gone when out_dir was new (tmp became out_dir)

@@ -9,6 +9,7 @@ import pytest
 
 from helpers_data import make_mvtec_tree
 from sidn.cli import main
+from sidn.int8 import int8_scheme
 
 TINY = ["data.image_size=64", "train.steps=100", "train.batch_size=8", "train.val_every=50", "train.lr=0.001",
         "train.amp=off", "dgm.val_images=16", "data.holdout_fraction=0.25", "data.min_train_images=4"]
@@ -37,6 +38,11 @@ def test_train_calibrate_evaluate_predict(tmp_path: Path) -> None:
     assert main(["calibrate", "--model", str(model), "--category", "carpet", "--out", str(run)]) == 0
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["threshold"] is not None
+    int8_here = int8_scheme("cpu") is not None
+    assert ("int8" in calibration) == int8_here  # the fast mode is calibrated with the threshold
+    if int8_here:
+        assert calibration["int8"]["variants"] and all(
+            "pixel_auroc_delta" in v and "passed" in v for v in calibration["int8"]["variants"].values())
 
     assert main(["evaluate", "--model", str(model), "--category", "carpet", "--out", str(run / "eval")]) == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
@@ -52,6 +58,18 @@ def test_train_calibrate_evaluate_predict(tmp_path: Path) -> None:
     mask = cv2.imread(str(next((out / "masks").glob("*.png"))), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (64, 64) and set(mask.ravel()) <= {0, 255}
     assert json.loads((out / "predictions.json").read_text())["images"][0]["regions"] is not None
+    assert json.loads((out / "predictions.json").read_text())["fast_mode"] == "model"
+
+    # --fast: int8 where the bundle's calibration passed parity, else the float fast mode, named with the reason
+    fast = run / "pred_fast"
+    assert main(["predict", "--fast", "--model", str(model), str(Path(data) / "carpet" / "test"), "--out", str(fast)]) == 0
+    doc = json.loads((fast / "predictions.json").read_text())
+    passed = int8_here and any(v["passed"] for v in calibration["int8"]["variants"].values())
+    assert doc["fast_mode"].startswith("int8") == passed
+    assert (doc["fast_note"] == "") == (passed or not int8_here)
+    assert len(pd.read_csv(fast / "predictions.csv")) == len(table)
+    assert main(["predict", "--fast", "--onnx", str(run / "x.onnx"), "--model", str(model), str(data),
+                 "--out", str(run / "p1")]) == 2
 
 
 def test_help_has_examples(capsys) -> None:

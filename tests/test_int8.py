@@ -339,3 +339,22 @@ def test_parity_report_resizes_like_the_predictor() -> None:
     assert rep["n_good"] == 3 and rep["n_val_defective"] == 3 and 0.0 <= rep["pixel_auroc"] <= 1.0
     assert rep["threshold"] == 0.5 and rep["threshold_source"] == "given" and "alarms" in rep
     assert rep["max_abs_diff"] < 0.1
+
+
+@needs_int8
+def test_bench_of_a_bundle_judges_its_own_int8_calibration(trained, tmp_path) -> None:
+    """`sidn bench --model`: the int8 verdict is the bundle's (sidn calibrate), not a new one on other data."""
+    from sidn.bench import run_bench
+
+    model, cfg, held, val_i, val_m = trained
+    calib = i8.calibrate_int8(model, list(held), list(val_i[:16]), list(val_m[:16]), cfg.infer, SIZE,
+                              schemes=["u7s8"])
+    path = tmp_path / "model.pt"
+    save_bundle(model, cfg, path)
+    i8.save_to_bundle(path, calib)
+    d = run_bench(image_size=SIZE, repeats=1, batch=2, matmul_size=128, train_repeats=1, bundle=str(path),
+                  verbose=False)
+    assert set(d["int8_parity"]) == set(calib.parity) and "u7s8" in calib.parity
+    for v, rep in calib.parity.items():
+        assert d["int8_parity"][v]["max_abs_diff"] == pytest.approx(rep["max_abs_diff"], abs=1e-5)
+    assert d["fast_mode"].startswith("int8") == any(calib.passed(v) for v in calib.parity)
