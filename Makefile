@@ -9,7 +9,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install sysdeps swift run test test-fast bench up down status
+.PHONY: install sysdeps swift run test test-fast bench up down status deploy
 
 # torch is installed first and pinned to the CPU build (2.13.0); constraints.txt pins the rest,
 # so a new machine resolves the same versions without backtracking.
@@ -36,6 +36,10 @@ up: install swift
 	infra/up
 down:
 	infra/down
+# The scheduled retraining (prefect.yaml) on the `make up` Prefect server; its process worker runs it
+# in this folder (the deployment's pull step holds this folder's path, written at deploy time).
+deploy: install
+	infra/with-env $(BIN)/prefect --no-prompt deploy --all
 status:
 	infra/status
 

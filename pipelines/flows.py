@@ -14,11 +14,13 @@ execution: retries, parallelism, schedules and run history.
   a summary naming the failed categories and stages, after writing the report and a markdown
   artifact for the ones that finished. ``commit=True`` records the outputs in ``dvc.lock``
   (``dvc commit``), so a later ``dvc repro`` does not redo them.
-* :func:`retrain` -- the scheduled deployment: ``dvc pull`` (if a remote is configured),
-  ``dvc repro`` (its ``register`` stage registers the challengers in MLflow), ``dvc push``
-  (optional), then a markdown artifact with the metrics table linking to the report. With
-  ``parallel=True`` it runs :func:`all_categories` first (then ``dvc commit``) so the
-  per-category work is spread over the task runner and ``dvc repro`` only finishes the rest.
+* :func:`retrain` -- the scheduled deployment: ``dvc pull`` (if a remote is configured), the
+  embedded dataset (``dvc repro synth@C``, only when it is the data source), then
+  :func:`all_categories` -- one task per category and stage, with their retries, the
+  ``register`` tasks registering the challengers in MLflow -- which writes the report and
+  ``reports/registered.json`` and records every stage in ``dvc.lock`` (``dvc commit``: the
+  same functions wrote the files ``dvc.yaml`` declares, so ``dvc status`` is clean after it),
+  ``dvc push`` (optional), and a markdown artifact with the metrics table linking to the report.
 
 Retries: only transient errors are retried (``OSError`` other than missing/permission errors,
 ``ConnectionError``, ``TimeoutError``), with exponential backoff; bad data, failed
@@ -488,17 +490,22 @@ def all_categories(categories: list[str] | None = None, max_parallel: int | None
 
     done = [c for c, s in summary.items() if s["status"] == "completed"]
     failed = {c: s for c, s in summary.items() if s["status"] != "completed"}
+    everything = not failed and set(categories) == set(cfg.data.categories)
     report_html = None
     if report:
         from pipelines.report import build_report
 
         report_html = build_report(root, categories, Path(root).parent / REPORTS_DIR).html
+    if register_models and everything:  # what the DVC register stage writes, from the register tasks
+        write_registered(cfg, summary, parent_run_id, Path(root).parent / REPORTS_DIR / "registered.json")
     if commit and done:
         repo = Path(params_path).resolve().parent
         if Path(root) != repo / RUNS_DIR:
             logger.warning("not committing to dvc.lock: outputs are in %s, not in %s", root, repo / RUNS_DIR)
         else:  # the same stage functions wrote the same files dvc.yaml declares: record them
-            _dvc(repo, "commit", "--force", *[f"{stage}@{c}" for c in done for stage in STAGES[:-1]])
+            targets = [f"{stage}@{c}" for c in done for stage in STAGES[:-1]]
+            targets += (["report"] if report and everything else []) + (["register"] if register_models and everything else [])
+            _dvc(repo, "commit", "--force", *targets)
     _artifact(metrics_markdown(root, categories, report_html, failed), "sidn per-category metrics")
     for category, info in failed.items():
         logger.error("%s failed in %s: %s", category, info["stage"], info["message"])
@@ -508,13 +515,31 @@ def all_categories(categories: list[str] | None = None, max_parallel: int | None
     return summary
 
 
+def write_registered(cfg: SIDNConfig, summary: dict[str, Any], parent_run_id: str | None, out_json: Path) -> dict:
+    """``reports/registered.json`` as the DVC ``register`` stage writes it, from the register tasks."""
+    from pipelines import tracking
+    from sidn.io import atomic_write_json
+
+    results = {}
+    for category, info in summary.items():
+        result = dict(info.get("results", {}).get("register") or {"category": category, "status": "skipped"})
+        results[category] = {k: v for k, v in result.items() if k not in ("stage", "outputs_md5")}
+    payload = {"dataset": Path(cfg.data.root).name, "tracking_uri": tracking.tracking_uri(),
+               "parent_run_id": parent_run_id, "categories": results}
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_json, payload)
+    return payload
+
+
 # ---------------------------------------------------------------------------------------------
-# Retraining (the scheduled deployment): DVC drives, so dvc.lock stays the record
+# Retraining (the scheduled deployment): Prefect runs the per-category tasks, DVC records lineage
 # ---------------------------------------------------------------------------------------------
 
 
 def _dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    # dvc.yaml's commands call `python`: this interpreter's, whatever PATH the worker started with
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": path}
     cmd = [sys.executable, "-m", "dvc", *args]
     proc = subprocess.run(cmd, cwd=repo, env=env, text=True, capture_output=True)
     output = (proc.stdout + proc.stderr).strip()
@@ -546,12 +571,12 @@ def dvc_pull(repo: str) -> str:
 
 
 @task(name="dvc-repro")
-def dvc_repro(repo: str, keep_going: bool = True, targets: list[str] | None = None) -> int:
+def dvc_repro(repo: str, keep_going: bool = True, targets: list[str] | None = None) -> str:
     args = ["repro"] + (["--keep-going"] if keep_going else []) + list(targets or [])
     proc = _dvc(Path(repo), *args, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"dvc repro failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
-    return proc.returncode
+    return "reproduced"
 
 
 @task(name="dvc-push", retries=3, retry_delay_seconds=RETRY_DELAYS, retry_condition_fn=_network_retry)
@@ -563,51 +588,77 @@ def dvc_push(repo: str) -> str:
     return "pushed"
 
 
+def synth_targets(repo: Path, cfg: SIDNConfig) -> list[str]:
+    """``synth@<category>`` for each category whose data the embedded generator writes (when
+    ``data.root`` is dvc.yaml's ``synth.dir``); none for another dataset."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((repo / "dvc.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    synth_dir = next((v["synth"].get("dir") for v in raw.get("vars") or []
+                      if isinstance(v, dict) and isinstance(v.get("synth"), dict)), None)
+    if not synth_dir or "synth" not in (raw.get("stages") or {}):
+        return []
+    if Path(cfg.data.root).resolve() != (repo / synth_dir).resolve():
+        return []
+    return [f"synth@{c}" for c in cfg.data.categories]
+
+
 @flow(name="sidn-retrain", log_prints=True)
-def retrain(repo: str = ".", pull: bool = True, push: bool = False, parallel: bool = False,
-            max_parallel: int | None = None, keep_going: bool = True) -> dict:
-    """Pull the current data version, reproduce the pipeline, push, report (see module doc)."""
+def retrain(repo: str = ".", pull: bool = True, push: bool = False, max_parallel: int | None = None,
+            dask_address: str | None = None, dask_workers: int = 0, gpus: bool = False) -> dict:
+    """The scheduled retraining (see module doc): ``dvc pull`` -> the embedded data (``dvc repro
+    synth@C``, when it is the data source) -> :func:`all_categories` (one task per category and
+    stage, with their retries; registers the challengers; writes the report and
+    ``reports/registered.json``; records every stage in ``dvc.lock`` with ``dvc commit``) ->
+    ``dvc push`` -> a markdown artifact."""
     repo_dir = Path(repo).resolve()
     logger = get_run_logger()
-    cfg = resolve_config(repo_dir / "params.yaml")
+    params = repo_dir / "params.yaml"
+    cfg = resolve_config(params)
     summary: dict[str, Any] = {"repo": str(repo_dir)}
     summary["pull"] = dvc_pull(str(repo_dir)) if pull else "disabled"
-    if parallel:
-        dvc_repro(str(repo_dir), keep_going, targets=["synth"])  # the embedded data, if used
-        state = all_categories(params_path=str(repo_dir / "params.yaml"), max_parallel=max_parallel,
-                               register_models=False, report=False, commit=True, return_state=True)
-        summary["fan_out"] = state.name
-    repro_state = dvc_repro(str(repo_dir), keep_going, return_state=True)
-    summary["repro"] = repro_state.name
-    summary["push"] = dvc_push(str(repo_dir)) if push and repro_state.is_completed() else "disabled"
+    targets = synth_targets(repo_dir, cfg)
+    summary["data"] = dvc_repro(str(repo_dir), keep_going=False, targets=targets) if targets else "not generated"
+    state = all_categories(params_path=str(params), runs_root=str(repo_dir / RUNS_DIR), max_parallel=max_parallel,
+                           dask_address=dask_address, dask_workers=dask_workers, gpus=gpus,
+                           register_models=True, report=True, commit=True, return_state=True)
+    summary["fan_out"] = state.name
+    per_category = state.result(raise_on_failure=False)
+    if isinstance(per_category, dict):
+        summary["categories"] = {c: {k: v for k, v in info.items() if k != "results"} for c, info in per_category.items()}
+    summary["push"] = dvc_push(str(repo_dir)) if push and state.is_completed() else "disabled"
     registered = repo_dir / REPORTS_DIR / "registered.json"
-    if registered.is_file():
+    if registered.is_file() and state.is_completed():
         summary["registered"] = json.loads(registered.read_text())
     report_html = repo_dir / REPORTS_DIR / "index.html"
     _artifact(metrics_markdown(repo_dir / RUNS_DIR, cfg.data.categories,
                                report_html if report_html.is_file() else None), "sidn retraining metrics")
-    if not repro_state.is_completed():
-        logger.error("dvc repro failed; outputs of successful stages are kept, see the log above")
-        return Failed(message="dvc repro failed", data=summary)  # type: ignore[return-value]
+    if not state.is_completed():
+        logger.error("retraining failed: %s", state.message)
+        return Failed(message=f"retraining failed: {state.message}", data=summary)  # type: ignore[return-value]
     return summary
 
 
 def retrain_deployment(cron: str = DEFAULT_CRON, name: str = DEPLOYMENT_NAME, repo: str = ".",
-                       push: bool = False, parallel: bool = False, timezone: str = "UTC") -> Any:
-    """The retraining deployment (what ``sidn pipeline serve`` serves)."""
+                       push: bool = False, max_parallel: int | None = None, timezone: str = "UTC") -> Any:
+    """The retraining deployment (what ``sidn pipeline serve`` serves); ``repo`` is made absolute
+    here, when the deployment is created, so a run does not depend on the server's directory."""
     from prefect.client.schemas.schedules import CronSchedule
 
     return retrain.to_deployment(
         name=name,
         schedules=[CronSchedule(cron=cron, timezone=timezone)],
-        parameters={"repo": repo, "push": push, "parallel": parallel},
+        parameters={"repo": str(Path(repo).resolve()), "push": push, "max_parallel": max_parallel},
         tags=["sidn", "retrain"],
-        description="Scheduled retraining: dvc pull -> dvc repro (registers challengers) -> dvc push",
+        description="Scheduled retraining: dvc pull -> per-category tasks (register challengers) -> dvc commit -> dvc push",
     )
 
 
-def serve(cron: str = DEFAULT_CRON, repo: str = ".", push: bool = False, parallel: bool = False) -> None:
+def serve(cron: str = DEFAULT_CRON, repo: str = ".", push: bool = False, max_parallel: int | None = None) -> None:
     """Serve the retraining deployment from this process (runs on the cron schedule)."""
     from prefect import serve as prefect_serve
 
-    prefect_serve(retrain_deployment(cron=cron, repo=repo, push=push, parallel=parallel))
+    prefect_serve(retrain_deployment(cron=cron, repo=repo, push=push, max_parallel=max_parallel))

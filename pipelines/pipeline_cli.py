@@ -2,7 +2,7 @@
 ``sidn.commands: pipeline = pipelines.pipeline_cli:register``).
 
     sidn pipeline run [--categories carpet wood] [--max-parallel N] [--dask ADDRESS | --dask-local N] [--gpus]
-    sidn pipeline retrain [--push] [--parallel]          # the scheduled flow, once, now
+    sidn pipeline retrain [--push] [--max-parallel N]    # the scheduled flow, once, now
     sidn pipeline serve [--cron "0 3 * * 0"] [--push]      # serve the retraining deployment
     sidn report [--runs runs] [--out reports]              # rebuild the HTML + markdown report
 
@@ -57,7 +57,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     _telemetry_off()
     from pipelines.flows import retrain
 
-    state = retrain(repo=args.repo, push=args.push, parallel=args.parallel, pull=not args.no_pull,
+    state = retrain(repo=args.repo, push=args.push, max_parallel=args.max_parallel, pull=not args.no_pull,
                     return_state=True)
     result = state.result(raise_on_failure=False)
     print(json.dumps(result, indent=2, default=str) if isinstance(result, dict) else result)
@@ -70,7 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     print(f"serving deployment sidn-retrain/sidn-retrain on cron '{args.cron}' (Ctrl-C to stop); trigger a run with\n"
           "  prefect deployment run 'sidn-retrain/sidn-retrain'")
-    serve(cron=args.cron, repo=args.repo, push=args.push, parallel=args.parallel)
+    serve(cron=args.cron, repo=args.repo, push=args.push, max_parallel=args.max_parallel)
     return 0
 
 
@@ -109,12 +109,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--commit", action="store_true", help="record the outputs in dvc.lock (dvc commit) afterwards")
     p.set_defaults(func=cmd_run)
 
-    for name, helptext in (("retrain", "run the retraining flow once: dvc pull, dvc repro, dvc push, report"),
+    for name, helptext in (("retrain", "run the retraining flow once: dvc pull, per-category tasks, dvc commit, dvc push"),
                            ("serve", "serve the retraining deployment on a cron schedule")):
         p = sub.add_parser(name, help=helptext, description=helptext)
         p.add_argument("--repo", default=".", help="repository to retrain in (default: .)")
         p.add_argument("--push", action="store_true", help="dvc push afterwards (if a remote is configured)")
-        p.add_argument("--parallel", action="store_true", help="fan the categories out with Prefect before dvc repro")
+        p.add_argument("--max-parallel", type=int, help="categories at a time (default: one per GPU, or cpus//8)")
         if name == "serve":
             p.add_argument("--cron", default=DEFAULT_CRON, help=f"schedule (default '{DEFAULT_CRON}', UTC)")
             p.set_defaults(func=cmd_serve)

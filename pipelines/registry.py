@@ -20,8 +20,9 @@ their counts, and the same per defect type (tag ``per_defect``, JSON).
 Promotion (``sidn promote --category C``):
 
 1. :func:`compare` puts challenger and champion side by side on the **same evaluation data**.
-   Each version carries the ``data_version`` tag of the data it was evaluated on (from
-   ``dvc.lock``, see :func:`pipelines.tracking.data_version`). If the champion's differs from
+   Each version carries the ``data_version`` tag of the data it was evaluated on (DVC's md5 of
+   ``<data.root>/<category>``, the value ``dvc.lock`` records for it; one definition for the DVC
+   and the Prefect paths, see :func:`pipelines.tracking.data_version`). If the champion's differs from
    the challenger's (or either is ``unknown``), the champion's bundle is downloaded and
    re-evaluated with ``evaluate_fn(bundle_path) -> metrics`` (``sidn promote`` passes
    :func:`sidn.jobs.evaluate_category` on the current data); without ``evaluate_fn`` the gate
@@ -38,7 +39,7 @@ Promotion (``sidn promote --category C``):
    * ``pixel_auroc`` / ``aupro``: challenger >= champion + ``min_pixel_auroc_delta`` /
      ``min_aupro_delta`` (the deltas are negative tolerances);
    * ``same_evaluation_data`` (see 1) and ``current_data`` (the challenger was evaluated on the
-     data ``dvc.lock`` records now, when that is known).
+     data there is now, :func:`pipelines.tracking.data_version`, when that is known).
 
    **First champion:** with no champion yet, the absolute checks apply (floors, data
    validation, false-alarm rates): there is nothing to compare with.
@@ -417,7 +418,7 @@ def compare(
 
     ``evaluate_fn(bundle_path) -> {"pixel_auroc", "aupro", "operating_point", ...}`` re-evaluates
     the champion when its data version differs from the challenger's. ``current_data_version``
-    (from ``dvc.lock`` now) adds the check that the challenger was evaluated on the current data
+    (:func:`pipelines.tracking.data_version` of the data now) adds the check that the challenger was evaluated on the current data
     (skipped if ``None`` or ``unknown``).
     """
     client = _client(client)
@@ -452,7 +453,7 @@ def compare(
     if current_data_version and current_data_version != "unknown":
         checks.append(Check(
             "current_data", chal.data_version == current_data_version,
-            f"challenger evaluated on data {chal.data_version}; dvc.lock now records {current_data_version}",
+            f"challenger evaluated on data {chal.data_version}; the data now is {current_data_version}",
         ))
 
     if champ is not None and champ.version != chal.version:

@@ -68,7 +68,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             with tempfile.TemporaryDirectory(prefix="sidn-champion-eval-") as tmp:
                 return evaluate_category(bundle, args.category, Path(tmp), data_root=data_root, overlays=0)
 
-        current = data_version(cfg, args.category)
+        current = data_version(cfg, args.category, data_root)  # the data the champion is re-evaluated on
     try:
         result = promote(args.category, approve=args.approve, by=args.by, to_version=args.to, cfg=cfg,
                          evaluate_fn=evaluate_fn, current_data_version=current)

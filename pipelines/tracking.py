@@ -41,7 +41,6 @@ logged here (only the manifest that lists it), and no environment variable is lo
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -152,29 +151,45 @@ def git_dirty(repo: Path = REPO_ROOT) -> str:
     return "true" if out.stdout.strip() else "false"
 
 
-def data_version(cfg: SIDNConfig, category: str, dvc_lock: Path | None = None) -> str:
-    """Version of one category's data, from ``dvc.lock``; ``unknown`` if it is not recorded.
+def data_version_of(path: str | Path) -> str:
+    """DVC's content hash of a data folder (or file): the ``md5`` DVC records for it in ``dvc.lock``
+    (without the ``.dir`` suffix); ``unknown`` if it does not exist or cannot be read.
 
-    The entry of the data folder (``<data.root>/<category>``) among the dependencies of the
-    ``prepare@<category>`` stage in ``dvc.lock`` (path, md5 of the folder, size, file count) is
-    hashed with sha256 (first 16 hex digits). It changes exactly when DVC sees other data.
+    Computed from the files themselves (dvc-data's own hashing, nothing written), so it is the
+    same whatever the path looks like (relative in ``dvc.lock``, absolute under Prefect) and
+    whether or not ``dvc.lock`` has been written yet.
     """
-    import yaml
+    import tempfile
 
-    lock = Path(dvc_lock) if dvc_lock is not None else REPO_ROOT / "dvc.lock"
-    if not lock.is_file():
+    target = Path(path)
+    if not target.exists():
         return "unknown"
     try:
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages") or {}
-    except (OSError, yaml.YAMLError):
+        from dvc_data.hashfile.build import build
+        from dvc_data.hashfile.db import HashFileDB
+        from dvc_objects.fs.local import LocalFileSystem
+
+        fs = LocalFileSystem()
+        with tempfile.TemporaryDirectory(prefix="sidn-dv-") as tmp:
+            _, _, obj = build(HashFileDB(fs, tmp), str(target.resolve()), fs, "md5", dry_run=True)
+    except (ImportError, OSError) as exc:  # pragma: no cover - dvc missing, unreadable files
+        print(f"warning: data version of {target} unknown: {exc}")
         return "unknown"
-    entry = stages.get(f"prepare@{category}") or {}
-    want = os.path.normpath(os.path.join(cfg.data.root, category))
-    for dep in entry.get("deps") or []:
-        if os.path.normpath(str(dep.get("path", ""))) == want:
-            blob = json.dumps(dep, sort_keys=True, default=str)
-            return hashlib.sha256(blob.encode()).hexdigest()[:16]
-    return "unknown"
+    value = str(obj.hash_info.value or "")
+    return value.removesuffix(".dir") or "unknown"
+
+
+def data_version(cfg: SIDNConfig, category: str, data_root: str | Path | None = None) -> str:
+    """Version of one category's data: :func:`data_version_of` ``<data.root>/<category>``.
+
+    The one definition every path uses (the DVC ``register`` stage, the Prefect ``register``
+    task, ``sidn promote``'s ``current_data`` check): DVC's md5 of the folder, i.e. the ``md5``
+    of the ``<data.root>/<category>`` dependency of ``prepare@<category>`` in ``dvc.lock`` once
+    DVC has recorded it. A relative ``data.root`` (or ``data_root``) is taken from the current
+    directory, as the stages and ``sidn`` do.
+    """
+    root = Path(data_root if data_root is not None else cfg.data.root)
+    return data_version_of(root / category)
 
 
 def validation_status(paths: CategoryPaths) -> str:
@@ -532,6 +547,6 @@ def register_challenger(cfg: SIDNConfig, category: str, run_id: str) -> int:
 
 __all__ = [
     "configure", "get_client", "tracking_uri", "default_local_uri", "experiment_name", "start_parent_run", "log_category_run",
-    "register_challenger", "data_version", "git_commit", "flatten_config", "final_metrics", "validation_status",
+    "register_challenger", "data_version", "data_version_of", "git_commit", "flatten_config", "final_metrics", "validation_status",
     "OPERATING_POINT_METRICS", "operating_point_metrics",
 ]

@@ -5,21 +5,36 @@
   (finished tasks come from the persisted results, the failed one runs again);
 * the fan-out over categories on a local 2-process Dask cluster, with one category holding
   planted bad data: it fails in validation, the other category completes, the report lists both;
-* the retraining deployment's cron schedule (from Python and from prefect.yaml).
+* the retraining deployment's cron schedule (from Python and from prefect.yaml);
+* a model registered through Prefect can be promoted (one data-version definition for every path);
+* the prefect.yaml deployment on a real process worker: a scheduled run in a tiny copy of the
+  repository runs one task per category and stage, records dvc.lock, and registers a challenger
+  that `sidn promote` accepts.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+from datetime import datetime, timezone
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from helpers_pipeline import REPO, write_tiny_params
+from fixtures_mlflow import RELEASE_MANAGER, as_user, mlflow_auth, mlflow_env, mlflow_server, stop_group  # noqa: F401
+from helpers_pipeline import REPO, make_tiny_repo, pipeline_env, run_python, write_tiny_params
 from helpers_data import make_mvtec_tree
 
 pytest_plugins = ["fixtures_prefect"]
+
+#: A 4-step model cannot reach the real floors; these tests check the data-version path of the gate.
+OPEN_GATE = {"min_pixel_auroc": 0.0, "min_catch_rate": 0.0, "max_false_alarm_rate": 1.0, "max_image_far": 1.0,
+             "min_pixel_auroc_delta": -1.0, "min_aupro_delta": -1.0}
 
 flows = pytest.importorskip("pipelines.flows")
 
@@ -217,7 +232,8 @@ def test_retrain_deployment_has_the_cron_schedule(prefect_server):
         stored = client.read_deployment(deployment_id)
     assert [s.schedule.cron for s in stored.schedules] == ["15 4 * * 1"]
     assert stored.schedules[0].schedule.timezone == "UTC"
-    assert stored.parameters == {"repo": ".", "push": False, "parallel": False}
+    # the repository is made absolute when the deployment is created, not where the server runs
+    assert stored.parameters == {"repo": str(Path(".").resolve()), "push": False, "max_parallel": None}
 
 
 def test_prefect_yaml_deployment():
@@ -228,3 +244,159 @@ def test_prefect_yaml_deployment():
     assert deployment["work_pool"]["name"]
     module, _, name = deployment["entrypoint"].partition(":")
     assert (REPO / module).is_file() and getattr(flows, name).name == "sidn-retrain"
+    assert set(deployment["parameters"]) <= set(flows.retrain.parameters.properties)
+    # the working directory is a deploy-time value (a build step's output), not a worker variable
+    (pull,) = spec["pull"]
+    directory = pull["prefect.deployments.steps.set_working_directory"]["directory"]
+    assert "$" not in directory, "a {{ $VAR }} is resolved on the worker, where nothing sets it"
+    step_ids = [step[next(iter(step))].get("id") for step in spec["build"]]
+    assert directory.strip("{} ").split(".")[0] in step_ids
+
+
+# ---------------------------------------------------------------------------------------------
+# registered through Prefect, then promoted
+# ---------------------------------------------------------------------------------------------
+
+
+def _promote(cwd: Path, params: Path, auth, *extra: str) -> subprocess.CompletedProcess:
+    """`sidn promote --category carpet --approve --by qa` as the release manager, in ``cwd``."""
+    env = pipeline_env({"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"],
+                        "MLFLOW_EXPERIMENT_NAME": os.environ["MLFLOW_EXPERIMENT_NAME"],
+                        **auth.client_env(RELEASE_MANAGER)})
+    sidn = Path(sys.executable).with_name("sidn")
+    return subprocess.run([str(sidn), "promote", "--category", "carpet", "--params", str(params), "--approve",
+                           "--by", "qa", *extra], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(400)
+def test_model_registered_through_prefect_is_promotable(prefect_server, tmp_path, monkeypatch, mlflow_env,
+                                                        mlflow_auth):
+    from mlflow import MlflowClient
+
+    from pipelines.tracking import data_version
+
+    _data(tmp_path / "data")
+    # a relative data root, as in params.yaml: the flow makes it absolute, DVC records it relative
+    params = write_tiny_params(tmp_path / "params.yaml", "data", ["carpet"], extra={"register": OPEN_GATE})
+    monkeypatch.setattr(flows, "code_fingerprint", lambda: "pinned")
+    results = flows.category_pipeline("carpet", str(params), runs_root=str(tmp_path / "runs"))
+    registered = results["register"]
+    assert registered["status"] == "registered", registered
+
+    client = MlflowClient(mlflow_env)
+    tags = client.get_model_version("sidn-carpet", str(registered["version"])).tags
+    monkeypatch.chdir(tmp_path)
+    cfg = flows.load_params(params)
+    assert tags["data_version"] == data_version(cfg, "carpet") != "unknown"
+
+    proc = _promote(tmp_path, params, mlflow_auth)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "[PASS] current_data" in out and "REFUSED" not in out, out
+    assert client.get_model_version_by_alias("sidn-carpet", "champion").version == str(registered["version"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the prefect.yaml deployment on a real process worker, end to end
+# ---------------------------------------------------------------------------------------------
+
+
+def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            break
+        time.sleep(1)
+    tail = log.read_text()[-6000:] if log and log.exists() else ""
+    raise AssertionError(f"{what} did not happen within {timeout:.0f} s\n{tail}")
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_scheduled_deployment_on_a_process_worker(prefect_server, tmp_path, mlflow_env, mlflow_auth):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
+    from prefect.settings import PREFECT_API_URL
+
+    from pipelines.tracking import data_version
+
+    repo = make_tiny_repo(tmp_path / "repo", ["carpet"])
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["register"].update(OPEN_GATE)
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = pipeline_env({
+        "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_TRACKING_URI": mlflow_env, "MLFLOW_EXPERIMENT_NAME": os.environ["MLFLOW_EXPERIMENT_NAME"],
+        **mlflow_auth.client_env("sidn-pipeline"),
+    })
+    env.pop("SIDN_REPO", None)
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    pool = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"][0]["work_pool"]["name"]
+
+    # the worker as `make up` starts it (infra/stack.py), in another folder than the repository
+    (tmp_path / "elsewhere").mkdir()
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen([prefect, "worker", "start", "--pool", pool, "--type", "process", "--name",
+                                   "test-worker"], cwd=tmp_path / "elsewhere", env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with get_client(sync_client=True) as client:
+            def pool_ready():
+                try:
+                    return client.read_work_pool(pool)
+                except Exception:
+                    return None
+
+            _wait(pool_ready, 120, "the worker creating its pool", worker, log)
+            deployed = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=repo, env=env,
+                                      capture_output=True, text=True, timeout=300)
+            assert deployed.returncode == 0, deployed.stdout[-4000:] + deployed.stderr[-4000:]
+            deployment = client.read_deployment_by_name(f"sidn-retrain/{flows.DEPLOYMENT_NAME}")
+            assert deployment.pull_steps == [
+                {"prefect.deployments.steps.set_working_directory": {"directory": str(repo)}}]
+            assert [s.schedule.cron for s in deployment.schedules] == [flows.DEFAULT_CRON]
+
+            # a scheduled run, due now: the worker picks it up like the cron's
+            t0 = datetime.now(timezone.utc)
+            run = client.create_flow_run_from_deployment(deployment.id, parameters={"max_parallel": 1})
+            final = _wait(lambda: (lambda r: r if r.state.is_final() else None)(client.read_flow_run(run.id)),
+                          700, "the scheduled flow run finishing", worker, log)
+            assert final.state.is_completed(), f"{final.state}\n{log.read_text()[-6000:]}"
+
+            task_runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+                start_time=TaskRunFilterStartTime(after_=t0)))
+            by_name = {t.name: t for t in task_runs}
+            for name in ("validate_data", "make_defects", "train", "calibrate", "evaluate", "register"):
+                task_run = by_name.get(f"{name}[carpet]")
+                assert task_run is not None, sorted(by_name)
+                assert task_run.state.is_completed(), (name, task_run.state)
+                assert task_run.empirical_policy.retries >= 1, name
+    finally:
+        stop_group(worker)
+
+    # lineage: every stage recorded in dvc.lock, nothing left to reproduce
+    status = run_python(repo, "-m", "dvc", "status")
+    assert "up to date" in status.stdout, status.stdout
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert {"prepare@carpet", "train@carpet", "evaluate@carpet", "report", "register"} <= set(lock)
+    registered = json.loads((repo / "reports/registered.json").read_text())["categories"]["carpet"]
+    assert registered["status"] == "registered", registered
+
+    # the challenger's data version is what dvc.lock records; `sidn promote` accepts it
+    (data_dep,) = [d for d in lock["prepare@carpet"]["deps"] if d["path"].startswith("data/")]
+    cfg = flows.load_params(repo / "params.yaml")
+    cfg.data.root = str(repo / cfg.data.root)
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(mlflow_env).get_model_version("sidn-carpet", str(registered["version"])).tags
+    assert tags["data_version"] + ".dir" == data_dep["md5"] == data_version(cfg, "carpet") + ".dir"
+    proc = _promote(repo, repo / "params.yaml", mlflow_auth)
+    assert proc.returncode == 0 and "[PASS] current_data" in proc.stdout, proc.stdout + proc.stderr

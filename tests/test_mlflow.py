@@ -183,23 +183,43 @@ def test_tracking_uri_default_and_env(monkeypatch):
     assert tracking.tracking_uri() == "http://127.0.0.1:5999"
 
 
-def test_flatten_config_and_data_version(tmp_path):
-    from pipelines.tracking import data_version, flatten_config
+def test_flatten_config(tmp_path):
+    from pipelines.tracking import flatten_config
 
     cfg = SIDNConfig()
     flat = flatten_config(cfg)
     assert flat["train.lr"] == str(cfg.train.lr) and flat["dgm.sources.blur"] == "0.15"
     assert flat["data.categories"].startswith('["carpet"')
-    lock = tmp_path / "dvc.lock"
-    assert data_version(cfg, "carpet", lock) == "unknown"
-    entry = {"path": f"{cfg.data.root}/carpet", "hash": "md5", "md5": "abc.dir", "size": 10, "nfiles": 3}
-    lock.write_text(json.dumps({"schema": "2.0", "stages": {"prepare@carpet": {
-        "cmd": "x", "deps": [entry, {"path": "pipelines/stages/prepare.py", "md5": "1"}]}}}))
-    v1 = data_version(cfg, "carpet", lock)
-    entry["md5"] = "def.dir"
-    lock.write_text(json.dumps({"stages": {"prepare@carpet": {"deps": [entry]}}}))
-    v2 = data_version(cfg, "carpet", lock)
-    assert len(v1) == 16 and v1 != v2 and data_version(cfg, "wood", lock) == "unknown"
+
+
+def test_data_version_is_dvcs_hash_whatever_the_path(tmp_path, monkeypatch):
+    """One definition: DVC's md5 of <data.root>/<category>, the same for a relative root (as in
+    dvc.lock) and an absolute one (as under Prefect), equal to what `dvc add` records."""
+    import yaml
+
+    from pipelines.tracking import data_version
+
+    (tmp_path / "data" / "carpet" / "train" / "good").mkdir(parents=True)
+    for i in range(3):
+        (tmp_path / "data" / "carpet" / "train" / "good" / f"{i:03d}.png").write_bytes(bytes([i]) * 100)
+    (tmp_path / "data" / "carpet" / "notes.txt").write_text("hello\r\nworld\n")  # no dos2unix in DVC 3
+    monkeypatch.chdir(tmp_path)
+    cfg = SIDNConfig()
+    cfg.data.root = "data"
+    relative = data_version(cfg, "carpet")
+    cfg.data.root = str(tmp_path / "data")
+    assert data_version(cfg, "carpet") == relative and len(relative) == 32
+    assert data_version(cfg, "wood") == "unknown"
+
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for args in (["init", "--no-scm", "-q"], ["add", "-q", "data/carpet"]):
+        subprocess.run([sys.executable, "-m", "dvc", *args], cwd=tmp_path, env=env, check=True,
+                       capture_output=True)
+    (out,) = yaml.safe_load((tmp_path / "data" / "carpet.dvc").read_text())["outs"]
+    assert out["md5"] == relative + ".dir"
+
+    (tmp_path / "data" / "carpet" / "train" / "good" / "003.png").write_bytes(b"new")
+    assert data_version(cfg, "carpet") != relative
 
 
 def test_pyfunc_rejects_malformed_input(bundle_file):
@@ -281,7 +301,7 @@ def test_category_run_lands_with_params_metrics_artifacts_tags(mlflow_env, bundl
     tags = run.data.tags
     assert tags["dataset"] == "tiny-dataset" and tags["category"] == CATEGORY
     assert tags["data_validation"] == "passed" and tags["git_commit"]
-    assert tags["data_version"] == "unknown"  # no dvc.lock entry for this tmp dataset
+    assert tags["data_version"] == "unknown"  # this tmp dataset has no data folder
     assert tags["model_uri"].startswith("models:/")
     assert not any(k.startswith("env") or "SECRET" in k.upper() for k in list(tags) + list(run.data.params))
 
