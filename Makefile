@@ -49,6 +49,7 @@ status:
 # remote is configured (a line says the push was skipped when none is).
 run: install
 	PATH="$(abspath $(BIN)):$$PATH" infra/with-env infra/repro-and-push
+	@echo; sed '/^## Per defect/,$$d' reports/summary.md
 	@echo "report: reports/index.html   metrics: $(BIN)/dvc metrics show   runs: $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 test: install sysdeps swift

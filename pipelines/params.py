@@ -240,12 +240,16 @@ class CategoryPaths:
         return self.dir / "calibration.json"
 
     @property
-    def eval_dir(self) -> Path:  # evaluate: metrics.json roc.csv pro.csv scores.csv overlays/
+    def eval_dir(self) -> Path:  # evaluate: metrics.json headline.json roc.csv pro.csv scores.csv overlays/
         return self.dir / "eval"
 
     @property
     def metrics(self) -> Path:
         return self.eval_dir / "metrics.json"
+
+    @property
+    def headline(self) -> Path:
+        return self.eval_dir / "headline.json"
 
     @property
     def roc(self) -> Path:
@@ -273,7 +277,7 @@ class CategoryPaths:
             "defects": [self.defects],
             "train": [self.trained_model, self.train_config, self.history],
             "calibrate": [self.model, self.calibration],
-            "evaluate": [self.metrics, self.roc, self.pro, self.scores, self.overlays],
+            "evaluate": [self.metrics, self.headline, self.roc, self.pro, self.scores, self.overlays],
         }.get(stage, [])
 
 

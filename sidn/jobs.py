@@ -95,7 +95,8 @@ def evaluate_category(
 
     Per defect type, the metrics use that type's images plus all ``test/good`` images. The test
     pixels are sorted once (:class:`sidn.metrics.RankedPixels`); each defect type is a subset.
-    Writes ``metrics.json``, ``roc.csv``, ``pro.csv``, ``scores.csv`` and ``overlays/``.
+    Writes ``metrics.json``, ``headline.json`` (:func:`headline`), ``roc.csv``, ``pro.csv``,
+    ``scores.csv`` and ``overlays/``.
     """
     out_dir = Path(out_dir)
     predictor, cfg = _predictor(Path(bundle_path))
@@ -141,7 +142,19 @@ def evaluate_category(
     atomic_write(out_dir / "pro.csv", lambda tmp: pro.to_csv(tmp, index=False))
     _write_overlays(test, table, predictions, masks, out_dir / "overlays", overlays)
     atomic_write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / "headline.json", headline(metrics))
     return metrics
+
+
+HEADLINE_OPERATING_POINT = ("threshold", "catch_rate", "false_alarm_rate")
+
+
+def headline(metrics: dict) -> dict:
+    """The few figures of ``metrics.json`` a reviewer compares across runs (``dvc metrics show``):
+    pixel AUROC, AUPRO, image AUROC and, at the shipped threshold, catch and false-alarm rates."""
+    op = metrics.get("operating_point") or {}
+    return {**{k: metrics.get(k) for k in ("pixel_auroc", "aupro", "image_auroc")},
+            **{k: op.get(k) for k in HEADLINE_OPERATING_POINT}}
 
 
 def _worst_first(table: pd.DataFrame) -> list[int]:

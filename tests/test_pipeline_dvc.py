@@ -101,8 +101,8 @@ def test_dvc_yaml_paths_follow_the_shared_layout():
         "prepare": ({c.validation}, set(), set()),
         "defects": ({c.defects}, set(), set()),
         "train": ({c.trained_model, c.train_config}, set(), {c.history}),
-        "calibrate": ({c.model}, {c.calibration}, set()),
-        "evaluate": ({c.overlays, c.scores}, {c.metrics}, {c.roc, c.pro}),
+        "calibrate": ({c.model, c.calibration}, set(), set()),
+        "evaluate": ({c.overlays, c.scores, c.metrics}, {c.headline}, {c.roc, c.pro}),
     }
     for name, (outs, metrics, plots) in expected.items():
         body = _stage_body(stages[name])
@@ -154,8 +154,9 @@ def test_dvc_repro_end_to_end(repo_copy, prefect_server, monkeypatch):
 
     metrics = json.loads(run_python(repo, "-m", "dvc", "metrics", "show", "--json").stdout)
     flat = json.dumps(metrics)
-    for key in ("pixel_auroc", "aupro", "image_auroc", "threshold"):
+    for key in ("pixel_auroc", "aupro", "image_auroc", "threshold", "catch_rate", "false_alarm_rate"):
         assert f'"{key}"' in flat, key
+    assert "per_defect" not in flat and "int8" not in flat  # the detail stays in metrics.json / calibration.json
     run_python(repo, "-m", "dvc", "plots", "show", "-o", str(repo / "plots-html"))
     assert (repo / "plots-html" / "index.html").is_file()
 

@@ -3,7 +3,8 @@
     python -m pipelines.stages.evaluate CATEGORY MODEL OUT_DIR   # runs/<category>/model.pt -> runs/<category>/eval
 
 :func:`sidn.jobs.evaluate_category` with the calibrated bundle. OUT_DIR gets ``metrics.json``
-(pixel AUROC, AUPRO, image AUROC, per defect type; a DVC metric), ``roc.csv`` / ``pro.csv``
+(pixel AUROC, AUPRO, image AUROC, operating point, per defect type), ``headline.json`` (the
+DVC metric: the few figures ``dvc metrics show`` lists), ``roc.csv`` / ``pro.csv``
 (DVC plots), ``scores.csv`` (per image) and ``overlays/`` (image | ground truth | heatmap |
 predicted mask, worst first). Everything is produced in ``.work/evaluate`` and moved into
 OUT_DIR at the end, ``metrics.json`` last.
@@ -20,7 +21,7 @@ from sidn.config import SIDNConfig
 
 PARAMS = ["data.root"]
 OVERLAYS = 12  # panels in the gallery, worst first
-OUTPUTS = ("overlays", "scores.csv", "roc.csv", "pro.csv", "metrics.json")  # publication order
+OUTPUTS = ("overlays", "scores.csv", "roc.csv", "pro.csv", "headline.json", "metrics.json")  # publication order
 
 
 def run(cfg: SIDNConfig, category: str, model: Path, out_dir: Path, work: Path,

@@ -66,6 +66,8 @@ from sidn.data.mvtec import (
 from sidn.io import atomic_write_text
 
 log = logging.getLogger(__name__)
+# GX logs ~200 INFO lines ("Skipping registering function ...") as it is imported: keep its warnings only
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 FRAME_COLUMNS = [
     "category",
