@@ -352,7 +352,7 @@ def _train_ms_per_image(cfg: SIDNConfig, model: nn.Module, image_size: int, batc
 def dgm_ms_per_image(cfg: SIDNConfig, image_size: int, batch: int, repeats: int) -> float:
     """Milliseconds the DGM (eq. 1) and batch sampling take per training image, on one core."""
     from sidn.data.dgm import DefectGenerator
-    from sidn.train import sample_batch
+    from sidn.batches import sample_batch
 
     rng = np.random.default_rng(0)
     images = np.random.default_rng(1).random((32, image_size, image_size), dtype=np.float32)

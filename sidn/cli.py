@@ -2,7 +2,10 @@
 
 Library commands are defined here; commands that need the orchestration stack (MLflow
 registry, Prefect flows) are plugged in from ``pipelines/`` through the ``sidn.commands``
-entry-point group, so this package never imports them.
+entry-point group, so this package never imports them. In the same way ``--model`` accepts,
+besides a bundle path, a URI such as ``models:/sidn-carpet@champion``: the resolver installed
+for its scheme in the ``sidn.model_uris`` group (``pipelines/model_uri.py`` for ``models:``)
+maps it to a local bundle (:func:`resolve_model`).
 """
 
 from __future__ import annotations
@@ -10,19 +13,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+# One or more examples per command (one per line), shown by --help. They run as written, in
+# this order, after `sidn train` and `sidn calibrate` (tests/test_examples.py); `models:/` lines
+# need the MLflow registry (pipelines/model_uri.py; tests/test_model_uri.py).
 EXAMPLES = {
     "train": "sidn train --data data/raw/sidn-default --category carpet --out runs/carpet/train",
-    "evaluate": "sidn evaluate --model runs/carpet/train/model.pt --category carpet --out runs/carpet/eval",
     "calibrate": "sidn calibrate --model runs/carpet/train/model.pt --category carpet --out runs/carpet",
-    "predict": "sidn predict --model runs/carpet/train/model.pt photos/ --out predictions/",
+    "evaluate": "sidn evaluate --model runs/carpet/train/model.pt --category carpet --out runs/carpet/eval",
+    "predict": ("sidn predict --model runs/carpet/train/model.pt photos/ --out predictions/\n"
+                "sidn predict --model models:/sidn-carpet@champion photos/ --out predictions/"),
     "info": "sidn info --size 256",
     "bench": "sidn bench --json",
-    "export": "sidn export --model runs/carpet/train/model.pt --format onnx --out carpet.onnx",
+    "export": ("sidn export --model runs/carpet/train/model.pt --format onnx --out carpet.onnx\n"
+               "sidn export --model models:/sidn-carpet@champion --format onnx --out carpet.onnx"),
     "data synth": "sidn data synth --out data/raw/sidn-default",
     "data validate": "sidn data validate --data data/raw/sidn-default --out runs/validation",
     "data fetch": "sidn data fetch mvtec --dest data/raw/mvtec_ad --categories carpet wood",
@@ -30,13 +39,70 @@ EXAMPLES = {
 
 
 def _parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:
+    lines = EXAMPLES[name].splitlines()
     return sub.add_parser(
         name.split()[-1],
         help=help,
         description=help,
-        epilog=f"example:\n  {EXAMPLES[name]}",
+        epilog=("example:\n" if len(lines) == 1 else "examples:\n") + "\n".join(f"  {line}" for line in lines),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+MODEL_URI_GROUP = "sidn.model_uris"
+MODEL_HELP = ("model bundle (model.pt), or a registered model URI such as models:/sidn-carpet@champion "
+              "or models:/sidn-carpet/3 (needs the MLflow extras: pip install -e '.[stack]')")
+_URI_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):")  # 2+ characters: C:\x is a path
+
+
+class ModelURIError(ValueError):
+    """``--model`` is a URI that no installed resolver maps to a bundle (exit 2)."""
+
+
+def model_uri_scheme(model: str) -> str | None:
+    """The scheme of ``model`` if it is a URI (``models`` for ``models:/x@y``), None for a path."""
+    m = _URI_SCHEME.match(str(model))
+    return m["scheme"] if m is not None and not Path(model).exists() else None
+
+
+def model_uri_resolvers() -> dict[str, Any]:
+    """scheme -> its ``sidn.model_uris`` entry point (loaded only when used) or a resolver function."""
+    return {ep.name: ep for ep in entry_points(group=MODEL_URI_GROUP)}
+
+
+def resolve_model(model: str) -> Path:
+    """``--model`` as a local bundle path: a path as given; a URI through the resolver for its scheme.
+
+    Resolvers are the functions of the ``sidn.model_uris`` entry-point group, one per scheme,
+    each mapping a URI to a local bundle path (e.g. ``models`` -> ``pipelines.model_uri:resolve``).
+    An unknown scheme, no resolver installed or a resolver's failure is a :class:`ModelURIError`
+    naming the URI.
+    """
+    scheme = model_uri_scheme(model)
+    if scheme is None:
+        return Path(model)
+    resolvers = model_uri_resolvers()
+    if scheme not in resolvers:
+        known = ", ".join(f"{s}:" for s in sorted(resolvers)) or "none"
+        hint = " (models:/ URIs need the MLflow extras: pip install -e '.[stack]')" if scheme == "models" else ""
+        raise ModelURIError(f"--model {model}: no resolver for '{scheme}:' URIs is installed "
+                            f"(installed: {known}){hint}; give a model bundle path or a supported URI")
+    entry = resolvers[scheme]
+    try:
+        resolver = entry.load() if hasattr(entry, "load") else entry
+    except ImportError as exc:
+        raise ModelURIError(f"--model {model}: the '{scheme}:' resolver is not usable ({exc}); "
+                            "pip install -e '.[stack]'") from exc
+    try:
+        path = Path(resolver(model))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the resolver's own errors (registry, network, I/O)
+        text = str(exc)
+        raise ModelURIError(text if model in text else f"--model {model}: {text}") from exc
+    if not path.is_file():
+        raise ModelURIError(f"--model {model}: the resolver gave {path}, which is not a file")
+    return path
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -67,7 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from sidn.jobs import evaluate_category
 
-    metrics = evaluate_category(Path(args.model), args.category, Path(args.out), data_root=args.data,
+    metrics = evaluate_category(resolve_model(args.model), args.category, Path(args.out), data_root=args.data,
                                 overlays=args.overlays)
     print(json.dumps({k: metrics[k] for k in ("category", "pixel_auroc", "aupro", "image_auroc")}, indent=2))
     return 0
@@ -76,16 +142,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from sidn.jobs import calibrate_category
 
+    if model_uri_scheme(args.model) is not None:
+        raise ModelURIError(f"--model {args.model}: calibrate stores the threshold in the bundle it is given, "
+                            "so it takes a local model.pt, not a registered model URI")
     result = calibrate_category(Path(args.model), args.category, Path(args.out), data_root=args.data)
     print(json.dumps(result.to_dict(), indent=2))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from sidn.inference import UncalibratedModelError
     from sidn.predict_files import predict_files
 
-    table = predict_files(Path(args.model), [Path(p) for p in args.inputs], Path(args.out),
-                          threshold=args.threshold, onnx=args.onnx, skip_bad=args.skip_bad, fast=args.fast)
+    model = resolve_model(args.model)
+    try:
+        table = predict_files(model, [Path(p) for p in args.inputs], Path(args.out),
+                              threshold=args.threshold, onnx=args.onnx, skip_bad=args.skip_bad, fast=args.fast)
+    except UncalibratedModelError as exc:
+        raise UncalibratedModelError(f"{args.model}: {exc}{_calibrated_hint(model)}") from exc
+    if str(model) != args.model:  # resolved from a URI: predictions.json names what was asked for too
+        _record_model_uri(Path(args.out) / "predictions.json", args.model)
     skipped = table[table["status"] == "skipped"]
     for _, row in skipped.iterrows():
         print(f"skipped {row['path']}: {row['reason']}", file=sys.stderr)
@@ -95,6 +171,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         mode = json.loads((Path(args.out) / "predictions.json").read_text())
         print(f"maps computed in fast mode {mode['fast_mode']}" + (f" ({mode['fast_note']})" if mode["fast_note"] else ""))
     return 0
+
+
+def _calibrated_hint(model: Path) -> str:
+    """Where the pipeline put the calibrated form of a trained bundle (runs/C/train/model.pt -> runs/C/model.pt)."""
+    shipped = model.parent.parent / "model.pt"
+    if model.parent.name == "train" and shipped.is_file() and shipped.resolve() != model.resolve():
+        return f"; {shipped} is the calibrated model that the pipeline (`make run`, `dvc repro`) ships"
+    return ""
+
+
+def _record_model_uri(predictions_json: Path, uri: str) -> None:
+    from sidn.io import atomic_write_json
+
+    if predictions_json.is_file():
+        doc = json.loads(predictions_json.read_text())
+        atomic_write_json(predictions_json, {"model_uri": uri, **doc})
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -112,7 +204,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from sidn.bench import format_bench, run_bench
 
-    figures = run_bench(image_size=args.size, bundle=args.model)
+    figures = run_bench(image_size=args.size, bundle=str(resolve_model(args.model)) if args.model else None)
     print(json.dumps(figures) if args.json else format_bench(figures))
     return 0
 
@@ -121,10 +213,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sidn import export
 
     out = Path(args.out)
+    model = resolve_model(args.model)
     if args.format == "onnx":
-        export.export_onnx(Path(args.model), out, image_size=args.size)
+        export.export_onnx(model, out, image_size=args.size)
     else:
-        export.export_torchscript(Path(args.model), out, image_size=args.size)
+        export.export_torchscript(model, out, image_size=args.size)
     print(f"wrote {out}")
     return 0
 
@@ -175,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = _parser(sub, "evaluate", "pixel AUROC, AUPRO, image AUROC on the test split at original resolution")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--category", required=True)
     p.add_argument("--data", help="MVTec-layout root (default: the one the model was trained on)")
     p.add_argument("--out", required=True, help="output folder: metrics.json, roc.csv, pro.csv, scores.csv, overlays/")
@@ -191,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _parser(sub, "predict", "segment defects in images or folders")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="output folder: masks/, overlays/, predictions.csv, predictions.json")
     p.add_argument("--threshold", type=float, help="override the calibrated threshold (a finite number)")
     p.add_argument("--onnx", help="run the fused map through this ONNX file (onnxruntime) instead of torch; "
@@ -212,14 +305,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = _parser(sub, "bench", "inference/training speed, memory and achieved FLOP rate on this machine")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--model", help="time and judge this calibrated model.pt (its int8 calibration included) "
-                                   "instead of a random timing model")
+    p.add_argument("--model", help="time and judge this calibrated model.pt or registered model URI (its int8 "
+                                   "calibration included) instead of a random timing model")
     p.set_defaults(func=cmd_bench)
 
     p = _parser(sub, "export", "export a model bundle to ONNX or TorchScript (fused map, eq. 26)")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--size", type=int, default=None,
+                   help="input size of the exported graph (default: the model's data.image_size, the size "
+                        "`sidn predict --onnx` feeds it)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export)
 

@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from sidn.batches import AUGMENTS, sample_batch
 from sidn.bundle import save_bundle
 from sidn.config import SIDNConfig
 from sidn.cpu import cpu_info
@@ -132,7 +133,6 @@ class TrainResult:
 # --------------------------------------------------------------------------------------------
 
 
-AUGMENTS = ("none", "flips", "dihedral")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -144,81 +144,6 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int) -> float:
         return (step + 1) / warmup
     span = max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / span)))
-
-
-def augment_flips(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Random horizontal and/or vertical flip per image (one integer drawn per image)."""
-    ops = rng.integers(0, 4, size=images.shape[0])
-    out = np.empty_like(images)
-    for i, op in enumerate(ops):
-        img = images[i]
-        if op & 1:
-            img = img[:, ::-1]
-        if op & 2:
-            img = img[::-1, :]
-        out[i] = img
-    return out
-
-
-def augment_dihedral(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Apply one random dihedral transform per image (rot90 k in 0..3 x optional h-flip).
-
-    Non-square images only get flips (horizontal and/or vertical) so the shape is kept.
-    Always draws exactly one integer per image from ``rng`` (reproducible).
-    """
-    b, h, w = images.shape
-    ops = rng.integers(0, 8, size=b)
-    out = np.empty_like(images)
-    for i in range(b):
-        img = images[i]
-        op = int(ops[i])
-        if h == w:
-            img = np.rot90(img, op % 4)
-            if op >= 4:
-                img = img[:, ::-1]
-        else:
-            if op & 1:
-                img = img[:, ::-1]
-            if op & 2:
-                img = img[::-1, :]
-        out[i] = img
-    return out
-
-
-def random_crops(images: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One random ``size x size`` window per image of ``images [N,H,W]``; ``size`` 0 or >= H,W keeps them whole."""
-    n, h, w = images.shape
-    if size <= 0 or (size >= h and size >= w):
-        return images
-    ch, cw = min(size, h), min(size, w)
-    tops = rng.integers(0, h - ch + 1, size=n)
-    lefts = rng.integers(0, w - cw + 1, size=n)
-    return np.stack([images[i, t : t + ch, l : l + cw] for i, (t, l) in enumerate(zip(tops, lefts))])
-
-
-def sample_batch(
-    images: np.ndarray, batch_size: int, rng: np.random.Generator, augment: str = "dihedral", crop_size: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``(I_p [B,h,w], donors [M,h,w])`` from the training images.
-
-    With ``crop_size`` > 0 every image (and donor) is a random ``crop_size`` window
-    (``train.crop_size``; at 128 of 256 a step costs about 0.4 of a whole-image step). The DGM
-    then treats the window as its image: defect areas (``dgm.*_area_fraction``) and the widths
-    of blur/contrast sources are relative to the window, i.e. smaller than on whole images.
-    Donors (for the DGM's ``foreign_patch`` source) are a second independent draw of up to
-    ``batch_size`` distinct training images, not augmented.
-    """
-    n = images.shape[0]
-    idx = rng.choice(n, size=batch_size, replace=n < batch_size)
-    batch = images[idx]
-    if augment == "dihedral":
-        batch = augment_dihedral(batch, rng)
-    elif augment == "flips":
-        batch = augment_flips(batch, rng)
-    donor_idx = rng.choice(n, size=min(n, batch_size), replace=False)
-    batch = random_crops(batch, crop_size, rng)
-    donors = random_crops(images[donor_idx], crop_size, rng)
-    return np.ascontiguousarray(batch, dtype=np.float32), donors
 
 
 def _check_images(name: str, arr: Any) -> np.ndarray:
@@ -429,6 +354,259 @@ def _nanmean(t: torch.Tensor | None) -> float:
     return float(t.mean()) if t.numel() else float("nan")
 
 
+def _check_settings(tc: Any) -> None:
+    if tc.augment not in AUGMENTS:
+        raise ValueError(f"train.augment must be one of {', '.join(AUGMENTS)}, got {tc.augment!r}")
+    if tc.schedule not in SCHEDULES:
+        raise ValueError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {tc.schedule!r}")
+    if tc.batch_size < 1 or tc.steps < 0 or tc.lr <= 0:
+        raise ValueError(f"train: invalid settings batch_size={tc.batch_size}, steps={tc.steps}, lr={tc.lr}")
+    if tc.crop_size < 0 or tc.crop_size % 16:
+        raise ValueError(f"train: crop_size must be 0 (whole images) or a positive multiple of 16, got {tc.crop_size}")
+
+
+class _Run:
+    """One training run's state (model, optimiser, RNGs, history, best-so-far) and its steps.
+
+    Built deterministically from ``train.seed``; :meth:`resume` replaces the state with a
+    checkpoint's. Each method is one concern of the loop: a step, validation with model
+    selection, a checkpoint, the bundle's metadata.
+    """
+
+    def __init__(self, cfg: SIDNConfig, train_images: np.ndarray, val_images: np.ndarray | None,
+                 out_dir: Path) -> None:
+        from sidn.data.dgm import DefectGenerator, make_validation_set
+        from sidn.losses import SIDNLoss
+        from sidn.model.sidn import SIDN
+
+        self.cfg, self.tc, self.out_dir = cfg, cfg.train, out_dir
+        self.ckpt_path, self.model_path = out_dir / CHECKPOINT_FILE, out_dir / MODEL_FILE
+        self.history_path = out_dir / HISTORY_FILE
+        self.images = train_images
+        self.n_val = 0 if val_images is None else len(val_images)
+        self.data_hash = data_fingerprint(train_images)
+        if self.tc.num_threads and self.tc.num_threads > 0:
+            torch.set_num_threads(int(self.tc.num_threads))
+        self.device = select_device(self.tc.device)
+        self.use_amp = amp_enabled(self.tc.amp, self.device)
+
+        torch.manual_seed(self.tc.seed)
+        self.rng = np.random.default_rng(self.tc.seed)
+        self.model = SIDN(cfg.model).to(self.device)
+        self.loss_fn = SIDNLoss(cfg.loss, cfg.model).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=self.tc.lr)
+        self.dgm = DefectGenerator(cfg.dgm)
+
+        self.history: dict[str, list] = {c: [] for c in HISTORY_COLUMNS}
+        self.step = 0
+        self.best_step, self.best_val_loss, self.best_val_auroc = -1, float("inf"), float("nan")
+        self.elapsed_before = 0.0
+        self.t0 = time.monotonic()
+        self.pending_rng: tuple[torch.Tensor, str] | None = None  # RNG states at the start of an unfinished step
+        self.val: tuple[torch.Tensor, torch.Tensor] | None = None
+        if self.n_val:
+            v_img, v_mask = make_validation_set(val_images, cfg.dgm)
+            self.val = tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).unsqueeze(1)
+                             for a in (v_img, v_mask))
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self.t0)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def resume(self) -> None:
+        """Continue from ``checkpoint.pt``: same config keys and same training images required."""
+        ckpt = load_checkpoint(self.ckpt_path)
+        _check_resume_config(self.ckpt_path, ckpt.get("config", {}), self.cfg)
+        if ckpt.get("data_sha256", self.data_hash) != self.data_hash:
+            raise ValueError(
+                f"{self.ckpt_path}: cannot resume, the checkpoint was trained on other images (another dataset, "
+                "category or holdout split); start a fresh run without --resume or point it at the original data"
+            )
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if ckpt.get("loss"):
+                self.loss_fn.load_state_dict(ckpt["loss"])
+            torch.set_rng_state(ckpt["torch_rng"])
+            if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
+            _set_rng_state(self.rng, ckpt["numpy_rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise ValueError(f"{self.ckpt_path}: checkpoint does not match this model/optimizer: {exc}") from exc
+        self.step = int(ckpt["step"])
+        self.history = {c: list(ckpt["history"].get(c, [])) for c in HISTORY_COLUMNS}
+        self.best_step = int(ckpt["best_step"])
+        self.best_val_loss = float(ckpt["best_val_loss"])
+        self.best_val_auroc = float(ckpt["best_val_auroc"])
+        self.elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+        log.info("resuming %s from step %d", self.ckpt_path, self.step)
+
+    def write_checkpoint(self, rng_states: tuple[torch.Tensor, str] | None = None) -> None:
+        """``checkpoint.pt`` + ``history.csv`` at the current step; ``rng_states`` rewinds the RNGs
+        to the start of a step that was interrupted."""
+        torch_rng, np_rng = rng_states if rng_states is not None else (torch.get_rng_state(), _rng_state(self.rng))
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "step": int(self.step),
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "torch_rng": torch_rng,
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "numpy_rng": np_rng,
+            "history": {c: list(v) for c, v in self.history.items()},
+            "best_step": int(self.best_step),
+            "best_val_loss": float(self.best_val_loss),
+            "best_val_auroc": float(self.best_val_auroc),
+            "elapsed_s": float(self.elapsed()),
+            "config": self.cfg.to_dict(),
+            "data_sha256": self.data_hash,
+        }
+        atomic_write(self.ckpt_path, lambda tmp: torch.save(payload, tmp))
+        _write_history(self.history_path, self.history)
+
+    def bundle_extra(self, val_loss: float, val_auroc: float) -> dict[str, Any]:
+        import sidn
+
+        return {
+            "step": int(self.step),
+            "val_loss": float(val_loss),
+            "val_pixel_auroc": float(val_auroc),
+            "image_size": int(self.images.shape[1]),
+            "train_images": int(self.images.shape[0]),
+            "val_images": int(self.n_val),
+            "device": str(self.device),
+            "amp": bool(self.use_amp),
+            "precision": "bf16" if self.use_amp else "fp32",
+            **cpu_info(),
+            "data_sha256": self.data_hash,
+            "augment": self.tc.augment,
+            "torch_version": torch.__version__,
+            "sidn_version": sidn.__version__,
+            "selection": "min val L_s",
+        }
+
+    # -- validation and model selection ------------------------------------------------------
+    def validate(self) -> tuple[float, float]:
+        """Score the DGM validation set; a new lowest L_s becomes ``model.pt``."""
+        assert self.val is not None
+        vl, va = evaluate_validation(self.model, self.loss_fn, *self.val, self.tc.batch_size, self.device,
+                                     self.use_amp)
+        if math.isfinite(vl) and vl < self.best_val_loss:
+            self.best_step, self.best_val_loss, self.best_val_auroc = self.step, vl, va
+            save_bundle(self.model, self.cfg, self.model_path, extra=self.bundle_extra(vl, va))
+        return vl, va
+
+    def due(self, every: int) -> bool:
+        return bool(every) and every > 0 and self.step % every == 0
+
+    # -- one step ----------------------------------------------------------------------------
+    def train_step(self, total_steps: int, guard: "_UpdateGuard") -> dict[str, float]:
+        """Sample, corrupt (DGM, eq. 1), forward, loss (eq. 25), one Adam step; returns the history row."""
+        tc, device = self.tc, self.device
+        self.pending_rng = (torch.get_rng_state(), _rng_state(self.rng))
+        clean, donors = sample_batch(self.images, tc.batch_size, self.rng, tc.augment, tc.crop_size)
+        noisy, mask = self.dgm(clean, self.rng, donors=donors)
+        x = torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32)).unsqueeze(1).to(device)
+        m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).unsqueeze(1).to(device)
+        if getattr(self.model, "needs_centre_init", False):  # center_init="kmeans", first batch only
+            with torch.no_grad(), autocast(device, self.use_amp):
+                first = self.model(x)
+            self.model.init_centres_from(first.z_t.float(), first.z_d.float())
+        with autocast(device, self.use_amp):
+            out = self.model(x)
+        terms = self.loss_fn(_to_fp32(out), m, self.model)
+        values = {k: float(getattr(terms, k).detach()) for k in ("l_s", "l_z", "l_kl", "l_td", "total")}
+        if not math.isfinite(values["total"]):
+            raise TrainingDiverged(
+                f"training diverged at step {self.step + 1}: loss is {values['total']} "
+                f"({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); last good checkpoint kept: "
+                f"{self.ckpt_path if self.ckpt_path.exists() else 'none written yet'}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        gnorm = _grad_norm(self.params)
+        if not math.isfinite(gnorm):
+            raise TrainingDiverged(
+                f"training diverged at step {self.step + 1}: gradient norm is {gnorm} (loss {values['total']:.4g}); "
+                f"last good checkpoint kept: {self.ckpt_path if self.ckpt_path.exists() else 'none written yet'}"
+            )
+        for group in self.optimizer.param_groups:
+            group["lr"] = tc.lr * lr_factor(self.step, total_steps, tc.schedule, tc.warmup_steps)
+        with guard:
+            self.optimizer.step()
+            self.step += 1
+        self.pending_rng = None
+        row: dict[str, float] = {"step": self.step, **values}
+        row["radii_t_mean"] = _nanmean(getattr(terms, "radii_t", None))
+        row["radii_d_mean"] = _nanmean(getattr(terms, "radii_d", None))
+        row["grad_norm"] = gnorm
+        row["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        row["elapsed_s"] = self.elapsed()
+        row["val_loss"] = float("nan")
+        row["val_pixel_auroc"] = float("nan")
+        for c in HISTORY_COLUMNS:
+            self.history[c].append(row[c])
+        return row
+
+    def record_validation(self, row: dict[str, float]) -> None:
+        row["val_loss"], row["val_pixel_auroc"] = self.validate()
+        self.history["val_loss"][-1], self.history["val_pixel_auroc"][-1] = row["val_loss"], row["val_pixel_auroc"]
+
+    # -- end ---------------------------------------------------------------------------------
+    def finish(self, stopped: str) -> TrainResult:
+        """Final validation (unless the last step had one), ``model.pt``, checkpoint, history."""
+        h = self.history
+        last_val_step = h["step"][-1] if h["step"] and math.isfinite(h["val_loss"][-1]) else None
+        if self.val is not None and self.step > 0 and last_val_step != self.step:
+            vl, va = self.validate()
+            if h["step"] and h["step"][-1] == self.step:
+                h["val_loss"][-1], h["val_pixel_auroc"][-1] = vl, va
+        if self.best_step < 0 or not self.model_path.exists():  # no (finite) validation: keep the final weights
+            self.best_step = self.step
+            save_bundle(self.model, self.cfg, self.model_path, extra=self.bundle_extra(float("nan"), float("nan")))
+        self.write_checkpoint()
+        return TrainResult(
+            best_step=self.best_step,
+            best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else float("nan"),
+            steps_done=self.step,
+            history=_history_frame(h),
+            best_val_auroc=self.best_val_auroc,
+            stopped=stopped,
+            out_dir=self.out_dir,
+            device=str(self.device),
+            amp=self.use_amp,
+        )
+
+
+class _UpdateGuard:
+    """Marks the optimiser update: an interrupt inside it leaves an inconsistent state."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def __enter__(self) -> None:
+        self.active = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            self.active = False
+
+
+def _interrupted(run: _Run, flag: _StopFlag, guard: _UpdateGuard, total_steps: int) -> TrainingInterrupted:
+    """Checkpoint after an interrupt (rewinding the RNGs of an unfinished step) and say how to resume."""
+    if guard.active:
+        msg = (f"training interrupted inside an optimiser update at step {run.step + 1}; the state is "
+               f"inconsistent, so the last periodic checkpoint {run.ckpt_path} was kept")
+        return TrainingInterrupted(msg, run.step, run.ckpt_path if run.ckpt_path.exists() else None)
+    run.write_checkpoint(run.pending_rng)
+    msg = (f"training interrupted ({flag.reason or 'KeyboardInterrupt'}) after step {run.step}/{total_steps}; "
+           f"checkpoint saved to {run.ckpt_path}; run again with resume=True (sidn train --resume) to continue")
+    log.warning(msg)
+    return TrainingInterrupted(msg, run.step, run.ckpt_path)
+
+
 def train(
     cfg: SIDNConfig,
     train_images: np.ndarray,
@@ -447,32 +625,14 @@ def train(
     Raises :class:`TrainingDiverged` on NaN/inf, :class:`TrainingInterrupted` after a
     checkpoint on SIGTERM/SIGINT/KeyboardInterrupt.
     """
-    from sidn.data.dgm import DefectGenerator, make_validation_set
-    from sidn.losses import SIDNLoss
-    from sidn.model.sidn import SIDN
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_temporaries(out_dir):
         log.warning("removed %s, left behind by an interrupted run", stale)
-    ckpt_path = out_dir / CHECKPOINT_FILE
-    model_path = out_dir / MODEL_FILE
-    history_path = out_dir / HISTORY_FILE
     tc = cfg.train
-    augment = tc.augment
-    if augment not in AUGMENTS:
-        raise ValueError(f"train.augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
-    if tc.schedule not in SCHEDULES:
-        raise ValueError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {tc.schedule!r}")
-    if tc.batch_size < 1 or tc.steps < 0 or tc.lr <= 0:
-        raise ValueError(f"train: invalid settings batch_size={tc.batch_size}, steps={tc.steps}, lr={tc.lr}")
-    if tc.crop_size < 0 or tc.crop_size % 16:
-        raise ValueError(f"train: crop_size must be 0 (whole images) or a positive multiple of 16, got {tc.crop_size}")
-
+    _check_settings(tc)
     train_images = _check_images("train_images", train_images)
-    data_hash = data_fingerprint(train_images)
-    has_val = val_images is not None and len(val_images) > 0
-    if has_val:
+    if val_images is not None and len(val_images) > 0:
         val_images = _check_images("val_images", val_images)
         if val_images.shape[1:] != train_images.shape[1:]:
             raise ValueError(
@@ -480,244 +640,47 @@ def train(
                 f"{train_images.shape[1]}x{train_images.shape[2]}; resize both to data.image_size"
             )
 
-    if tc.num_threads and tc.num_threads > 0:
-        torch.set_num_threads(int(tc.num_threads))
-    device = select_device(tc.device)
-    use_amp = amp_enabled(tc.amp, device)
-
-    # -- build (deterministic for train.seed) ------------------------------------------------
-    torch.manual_seed(tc.seed)
-    rng = np.random.default_rng(tc.seed)
-    model = SIDN(cfg.model).to(device)
-    loss_fn = SIDNLoss(cfg.loss, cfg.model).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=tc.lr)
-    dgm = DefectGenerator(cfg.dgm)
-
-    history: dict[str, list] = {c: [] for c in HISTORY_COLUMNS}
-    start_step = 0
-    best_step, best_val_loss, best_val_auroc = -1, float("inf"), float("nan")
-    elapsed_before = 0.0
-
-    if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
-        _check_resume_config(ckpt_path, ckpt.get("config", {}), cfg)
-        if ckpt.get("data_sha256", data_hash) != data_hash:
-            raise ValueError(
-                f"{ckpt_path}: cannot resume, the checkpoint was trained on other images (another dataset, "
-                "category or holdout split); start a fresh run without --resume or point it at the original data"
-            )
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if ckpt.get("loss"):
-                loss_fn.load_state_dict(ckpt["loss"])
-            torch.set_rng_state(ckpt["torch_rng"])
-            if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
-            _set_rng_state(rng, ckpt["numpy_rng"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise ValueError(f"{ckpt_path}: checkpoint does not match this model/optimizer: {exc}") from exc
-        start_step = int(ckpt["step"])
-        history = {c: list(ckpt["history"].get(c, [])) for c in HISTORY_COLUMNS}
-        best_step = int(ckpt["best_step"])
-        best_val_loss = float(ckpt["best_val_loss"])
-        best_val_auroc = float(ckpt["best_val_auroc"])
-        elapsed_before = float(ckpt.get("elapsed_s", 0.0))
-        log.info("resuming %s from step %d", ckpt_path, start_step)
+    run = _Run(cfg, train_images, val_images, out_dir)
+    if resume and run.ckpt_path.is_file():
+        run.resume()
     elif resume:
-        log.warning("%s not found; starting a fresh run", ckpt_path)
-
+        log.warning("%s not found; starting a fresh run", run.ckpt_path)
     cfg.save_yaml(out_dir / CONFIG_FILE)
+    run.t0 = time.monotonic()
 
-    if has_val:
-        v_img, v_mask = make_validation_set(val_images, cfg.dgm)
-        v_img_t = torch.from_numpy(np.ascontiguousarray(v_img, dtype=np.float32)).unsqueeze(1)
-        v_mask_t = torch.from_numpy(np.ascontiguousarray(v_mask, dtype=np.float32)).unsqueeze(1)
+    from tqdm.auto import tqdm
 
-    t0 = time.monotonic()
-
-    def elapsed() -> float:
-        return elapsed_before + (time.monotonic() - t0)
-
-    def write_checkpoint(step: int, torch_rng: torch.Tensor | None = None, np_rng: str | None = None) -> None:
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "step": int(step),
-            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "loss": loss_fn.state_dict(),
-            "torch_rng": torch_rng if torch_rng is not None else torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            "numpy_rng": np_rng if np_rng is not None else _rng_state(rng),
-            "history": {c: list(v) for c, v in history.items()},
-            "best_step": int(best_step),
-            "best_val_loss": float(best_val_loss),
-            "best_val_auroc": float(best_val_auroc),
-            "elapsed_s": float(elapsed()),
-            "config": cfg.to_dict(),
-            "data_sha256": data_hash,
-        }
-        atomic_write(ckpt_path, lambda tmp: torch.save(payload, tmp))
-        _write_history(history_path, history)
-
-    def bundle_extra(step: int, val_loss: float, val_auroc: float) -> dict[str, Any]:
-        import sidn
-
-        return {
-            "step": int(step),
-            "val_loss": float(val_loss),
-            "val_pixel_auroc": float(val_auroc),
-            "image_size": int(train_images.shape[1]),
-            "train_images": int(train_images.shape[0]),
-            "val_images": int(val_images.shape[0]) if has_val else 0,
-            "device": str(device),
-            "amp": bool(use_amp),
-            "precision": "bf16" if use_amp else "fp32",
-            **cpu_info(),
-            "data_sha256": data_hash,
-            "augment": augment,
-            "torch_version": torch.__version__,
-            "sidn_version": sidn.__version__,
-            "selection": "min val L_s",
-        }
-
-    def validate(step: int) -> tuple[float, float]:
-        nonlocal best_step, best_val_loss, best_val_auroc
-        vl, va = evaluate_validation(model, loss_fn, v_img_t, v_mask_t, tc.batch_size, device, use_amp)
-        if math.isfinite(vl) and vl < best_val_loss:
-            best_step, best_val_loss, best_val_auroc = step, vl, va
-            save_bundle(model, cfg, model_path, extra=bundle_extra(step, vl, va))
-        return vl, va
-
-    flag = _StopFlag()
+    flag, guard = _StopFlag(), _UpdateGuard()
     total_steps = int(tc.steps)
-    step = start_step
     stopped = "steps"
-    pending_rng: tuple[torch.Tensor, str] | None = None  # RNG at the start of an unfinished step
-    in_update = False
-    bar = None
-    try:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(
-            total=total_steps, initial=start_step, disable=not progress, desc="train", unit="step", dynamic_ncols=True
-        )
-        with _signal_guard(flag):
-            try:
-                while step < total_steps:
-                    if tc.max_minutes and tc.max_minutes > 0 and elapsed() >= tc.max_minutes * 60.0:
-                        stopped = "time"
-                        log.info("time budget of %.1f min reached at step %d", tc.max_minutes, step)
-                        break
-                    pending_rng = (torch.get_rng_state(), _rng_state(rng))
-                    clean, donors = sample_batch(train_images, tc.batch_size, rng, augment, tc.crop_size)
-                    noisy, mask = dgm(clean, rng, donors=donors)
-                    x = torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32)).unsqueeze(1).to(device)
-                    m = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)).unsqueeze(1).to(device)
-                    if getattr(model, "needs_centre_init", False):  # center_init="kmeans", first batch only
-                        with torch.no_grad(), autocast(device, use_amp):
-                            first = model(x)
-                        model.init_centres_from(first.z_t.float(), first.z_d.float())
-                    with autocast(device, use_amp):
-                        out = model(x)
-                    terms = loss_fn(_to_fp32(out), m, model)
-                    values = {k: float(getattr(terms, k).detach()) for k in ("l_s", "l_z", "l_kl", "l_td", "total")}
-                    if not math.isfinite(values["total"]):
-                        raise TrainingDiverged(
-                            f"training diverged at step {step + 1}: loss is {values['total']} "
-                            f"({', '.join(f'{k}={v:.4g}' for k, v in values.items())}); "
-                            f"last good checkpoint kept: {ckpt_path if ckpt_path.exists() else 'none written yet'}"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    terms.total.backward()
-                    gnorm = _grad_norm(params)
-                    if not math.isfinite(gnorm):
-                        raise TrainingDiverged(
-                            f"training diverged at step {step + 1}: gradient norm is {gnorm} (loss {values['total']:.4g}); "
-                            f"last good checkpoint kept: {ckpt_path if ckpt_path.exists() else 'none written yet'}"
-                        )
-                    for group in optimizer.param_groups:
-                        group["lr"] = tc.lr * lr_factor(step, total_steps, tc.schedule, tc.warmup_steps)
-                    in_update = True
-                    optimizer.step()
-                    step += 1
-                    in_update = False
-                    pending_rng = None
-
-                    row: dict[str, float] = {"step": step, **values}
-                    row["radii_t_mean"] = _nanmean(getattr(terms, "radii_t", None))
-                    row["radii_d_mean"] = _nanmean(getattr(terms, "radii_d", None))
-                    row["grad_norm"] = gnorm
-                    row["lr"] = float(optimizer.param_groups[0]["lr"])
-                    row["elapsed_s"] = elapsed()
-                    row["val_loss"] = float("nan")
-                    row["val_pixel_auroc"] = float("nan")
-                    for c in HISTORY_COLUMNS:
-                        history[c].append(row[c])
-                    if has_val and tc.val_every and tc.val_every > 0 and step % tc.val_every == 0:
-                        row["val_loss"], row["val_pixel_auroc"] = validate(step)
-                        history["val_loss"][-1], history["val_pixel_auroc"][-1] = row["val_loss"], row["val_pixel_auroc"]
-                    if tc.checkpoint_every and tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0:
-                        write_checkpoint(step)
-                    post = {"loss": f"{values['total']:.4f}", "l_s": f"{values['l_s']:.4f}"}
-                    if math.isfinite(best_val_loss):
-                        post["best_val"] = f"{best_val_loss:.4f}"
-                    bar.set_postfix(post, refresh=False)
-                    bar.update(1)
-                    if callback is not None:
-                        callback(step, dict(row))
-                    if flag.reason is not None:
-                        raise KeyboardInterrupt
-            except KeyboardInterrupt:
-                if in_update:
-                    msg = (
-                        f"training interrupted inside an optimiser update at step {step + 1}; the state is "
-                        f"inconsistent, so the last periodic checkpoint {ckpt_path} was kept"
-                    )
-                    raise TrainingInterrupted(msg, step, ckpt_path if ckpt_path.exists() else None) from None
-                if pending_rng is not None:  # interrupted mid-step: rewind RNGs to the step's start
-                    write_checkpoint(step, torch_rng=pending_rng[0], np_rng=pending_rng[1])
-                else:
-                    write_checkpoint(step)
-                reason = flag.reason or "KeyboardInterrupt"
-                msg = (
-                    f"training interrupted ({reason}) after step {step}/{total_steps}; checkpoint saved to "
-                    f"{ckpt_path}; run again with resume=True (sidn train --resume) to continue"
-                )
-                if bar is not None:
-                    bar.close()
-                log.warning(msg)
-                raise TrainingInterrupted(msg, step, ckpt_path) from None
-            except TrainingDiverged:
-                _write_history(history_path, history)
-                raise
-    finally:
-        if bar is not None:
-            bar.close()
-
-    # -- end of training: final validation, model.pt, checkpoint, history ----------------------
-    last_val_step = history["step"][-1] if history["step"] and math.isfinite(history["val_loss"][-1]) else None
-    if has_val and step > 0 and last_val_step != step:
-        vl, va = validate(step)
-        if history["step"] and history["step"][-1] == step:
-            history["val_loss"][-1], history["val_pixel_auroc"][-1] = vl, va
-    if best_step < 0 or not model_path.exists():  # no (finite) validation: keep the final weights
-        best_step = step
-        save_bundle(model, cfg, model_path, extra=bundle_extra(step, float("nan"), float("nan")))
-    write_checkpoint(step)
-
-    return TrainResult(
-        best_step=best_step,
-        best_val_loss=best_val_loss if math.isfinite(best_val_loss) else float("nan"),
-        steps_done=step,
-        history=_history_frame(history),
-        best_val_auroc=best_val_auroc,
-        stopped=stopped,
-        out_dir=out_dir,
-        device=str(device),
-        amp=use_amp,
-    )
+    with tqdm(total=total_steps, initial=run.step, disable=not progress, desc="train", unit="step",
+              dynamic_ncols=True) as bar, _signal_guard(flag):
+        try:
+            while run.step < total_steps:
+                if tc.max_minutes and tc.max_minutes > 0 and run.elapsed() >= tc.max_minutes * 60.0:
+                    stopped = "time"
+                    log.info("time budget of %.1f min reached at step %d", tc.max_minutes, run.step)
+                    break
+                row = run.train_step(total_steps, guard)
+                if run.val is not None and run.due(tc.val_every):
+                    run.record_validation(row)
+                if run.due(tc.checkpoint_every):
+                    run.write_checkpoint()
+                post = {"loss": f"{row['total']:.4f}", "l_s": f"{row['l_s']:.4f}"}
+                if math.isfinite(run.best_val_loss):
+                    post["best_val"] = f"{run.best_val_loss:.4f}"
+                bar.set_postfix(post, refresh=False)
+                bar.update(1)
+                if callback is not None:
+                    callback(run.step, dict(row))
+                if flag.reason is not None:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise _interrupted(run, flag, guard, total_steps) from None
+        except TrainingDiverged:
+            _write_history(run.history_path, run.history)
+            raise
+    return run.finish(stopped)
 
 
 __all__ = [
@@ -725,10 +688,9 @@ __all__ = [
     "TrainingDiverged",
     "TrainingInterrupted",
     "train",
-    "augment_dihedral",
-    "sample_batch",
     "evaluate_validation",
     "load_checkpoint",
+    "lr_factor",
     "pixel_auroc_of",
     "HISTORY_COLUMNS",
 ]

@@ -16,7 +16,8 @@ from sidn.inference import image_score
 from sidn.losses import SIDNLoss
 from sidn.model.sidn import SIDN
 from sidn.operating_point import clopper_pearson, operating_point
-from sidn.train import augment_flips, lr_factor, sample_batch, train
+from sidn.batches import augment_flips, sample_batch
+from sidn.train import lr_factor, train
 from tests.test_train import TRAIN, VAL, _cfg
 
 

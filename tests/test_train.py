@@ -14,15 +14,8 @@ import torch
 
 from sidn.bundle import load_bundle
 from sidn.config import SIDNConfig
-from sidn.train import (
-    HISTORY_COLUMNS,
-    TrainingDiverged,
-    TrainingInterrupted,
-    augment_dihedral,
-    load_checkpoint,
-    random_crops,
-    train,
-)
+from sidn.batches import augment_dihedral, random_crops
+from sidn.train import HISTORY_COLUMNS, TrainingDiverged, TrainingInterrupted, load_checkpoint, train
 
 SIZE = 64
 
