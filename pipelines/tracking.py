@@ -30,9 +30,11 @@ stages wrote (layout of :class:`pipelines.params.CategoryPaths`, ``runs/<categor
   ``data/manifest.csv`` and ``data/validation.{md,html}`` (data validation report),
   ``eval/metrics.json``, ``eval/calibration.json``; the MLflow model ``model`` (pyfunc, see
   :mod:`pipelines.pyfunc_model`) holding the calibrated bundle;
-* tags: ``git_commit`` (``git rev-parse HEAD``, ``unknown`` outside git), ``git_dirty``,
-  ``data_version`` (see :func:`data_version`), ``data_validation`` (``passed`` / ``failed`` /
-  ``missing``), ``dataset``, ``category``, ``model_uri``.
+* tags: ``git_commit`` (``git rev-parse HEAD``, ``unknown`` outside git), ``git_dirty`` (tracked
+  files other than the pipeline's own outputs changed against HEAD), ``data_version`` (see :func:`data_version`), ``data_validation`` (``passed`` / ``failed`` /
+  ``missing``), ``dataset``, ``category``, ``model_uri``, and what the model was trained on as the
+  bundle recorded it: ``train.cpu_model``, ``train.cpu_isa``, ``train.threads``, ``train.precision``
+  (runs from different CPU kinds or precisions are two samples, not bit-comparable: README).
 
 DVC keeps the data and the pipeline state; MLflow keeps runs and models: no dataset file is
 logged here (only the manifest that lists it), and no environment variable is logged.
@@ -139,16 +141,38 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
-def git_dirty(repo: Path = REPO_ROOT) -> str:
-    """``true`` if tracked files differ from HEAD, ``false`` if clean, ``unknown`` otherwise."""
+def pipeline_outputs(repo: Path = REPO_ROOT) -> list[str]:
+    """What ``dvc repro`` itself writes in the repository: ``dvc.lock`` and every stage output it
+    records (files or folders, relative to ``repo``)."""
+    import yaml
+
+    lock = repo / "dvc.lock"
     try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError):
+        stages = {}
+    outs = [o["path"] for stage in stages.values() for o in stage.get("outs", []) if "path" in o]
+    return ["dvc.lock", *outs]
+
+
+def git_dirty(repo: Path = REPO_ROOT) -> str:
+    """``true`` if tracked files other than the pipeline's own outputs (:func:`pipeline_outputs`)
+    differ from HEAD, ``false`` if not, ``unknown`` if git cannot tell.
+
+    A run rewrites tracked metrics and ``dvc.lock`` before it registers; those changes say nothing
+    about whether the code that produced them was committed.
+    """
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--no-renames"], cwd=repo,
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if out.returncode != 0:
         return "unknown"
-    return "true" if out.stdout.strip() else "false"
+    outputs = pipeline_outputs(repo)
+    changed = [line[3:].strip('"') for line in out.stdout.splitlines() if line.strip()]
+    foreign = [p for p in changed if not any(p == o or p.startswith(o.rstrip("/") + "/") for o in outputs)]
+    return "true" if foreign else "false"
 
 
 def data_version_of(path: str | Path) -> str:
@@ -320,13 +344,29 @@ def base_tags(cfg: SIDNConfig) -> dict[str, str]:
     }
 
 
+TRAINING_MACHINE_KEYS = ("cpu_model", "cpu_isa", "threads", "precision")
+
+
+def training_machine_tags(bundle: Path) -> dict[str, str]:
+    """``train.<key>`` tags for the CPU model, ISA, thread count and precision the bundle was trained
+    with (absent keys, e.g. from an older bundle, are left out; no bundle gives no tags)."""
+    if not bundle.is_file():
+        return {}
+    from sidn.bundle import read_bundle_raw
+
+    extra = read_bundle_raw(bundle)["extra"]
+    return {f"train.{k}": str(extra[k]) for k in TRAINING_MACHINE_KEYS if k in extra}
+
+
 @contextlib.contextmanager
 def start_parent_run(cfg: SIDNConfig | None = None, name: str | None = None,
                      tags: dict[str, str] | None = None) -> Iterator[str]:
     """One parent run per pipeline run; yields its run id (pass it as ``parent_run_id``).
 
     The run ends ``FINISHED``, or ``FAILED`` if the block raises. It holds the dataset, the git
-    commit and the categories (no per-category numbers: those are in the child runs).
+    commit and the categories (no per-category numbers: those are in the child runs). A run that
+    finished without any child run (a rerun where every category was cached) is deleted (MLflow's
+    soft delete: it stays restorable).
     """
     client, exp_id = configure()
     all_tags = {**(base_tags(cfg) if cfg else {"git_commit": git_commit()}), **(tags or {})}
@@ -341,6 +381,8 @@ def start_parent_run(cfg: SIDNConfig | None = None, name: str | None = None,
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
+    if not client.search_runs([exp_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'", max_results=1):
+        client.delete_run(run_id)  # nothing ran (every category cached): no empty parent in the UI
 
 
 def _log_history(client: "MlflowClient", run_id: str, history_csv: Path) -> int:
@@ -503,6 +545,7 @@ def log_category_run(
         "data_validation": validation_status(paths),
         "image_size": str(cfg.data.image_size),
         "mlflow.runName": category,
+        **training_machine_tags(paths.model),
     }
     if parent_run_id:
         run_tags["mlflow.parentRunId"] = parent_run_id

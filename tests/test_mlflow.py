@@ -99,7 +99,8 @@ def bundle_file(tmp_path_factory) -> Path:
     amap = Predictor(model, cfg.infer, SIZE).predict([_gray01(_images()[0])])[0].anomaly_map
     model.threshold.fill_(float(np.quantile(amap, 0.8)))
     path = tmp / "model.pt"
-    save_bundle(model, cfg, path)
+    save_bundle(model, cfg, path, extra={"cpu_model": "Test CPU 9000", "cpu_isa": "avx2", "threads": 2,
+                                         "precision": "fp32"})
     return path
 
 
@@ -190,6 +191,32 @@ def test_flatten_config(tmp_path):
     flat = flatten_config(cfg)
     assert flat["train.lr"] == str(cfg.train.lr) and flat["dgm.sources.blur"] == "0.15"
     assert flat["data.categories"].startswith('["carpet"')
+
+
+def test_git_dirty_ignores_what_the_pipeline_itself_rewrites(tmp_path):
+    from pipelines.tracking import git_dirty
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "runs/a/train").mkdir(parents=True)
+    (tmp_path / "runs/a/eval").mkdir(parents=True)
+    files = {"code.py": "x = 1\n", "runs/a/train/history.csv": "step\n1\n", "runs/a/eval/metrics.json": "{}\n",
+             "dvc.lock": "schema: '2.0'\nstages:\n  train@a:\n    outs:\n    - path: runs/a/train\n"
+                         "  evaluate@a:\n    outs:\n    - path: runs/a/eval/metrics.json\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    assert git_dirty(tmp_path) == "false"
+    for name in ("runs/a/train/history.csv", "runs/a/eval/metrics.json", "dvc.lock"):
+        (tmp_path / name).write_text((tmp_path / name).read_text() + "# rewritten by a run\n")
+    assert git_dirty(tmp_path) == "false"
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_dirty(tmp_path) == "true"
+    assert git_dirty(Path("/")) == "unknown"
 
 
 def test_data_version_is_dvcs_hash_whatever_the_path(tmp_path, monkeypatch):
@@ -303,6 +330,8 @@ def test_category_run_lands_with_params_metrics_artifacts_tags(mlflow_env, bundl
     assert tags["data_validation"] == "passed" and tags["git_commit"]
     assert tags["data_version"] == "unknown"  # this tmp dataset has no data folder
     assert tags["model_uri"].startswith("models:/")
+    assert (tags["train.cpu_model"], tags["train.cpu_isa"], tags["train.threads"], tags["train.precision"]) == (
+        "Test CPU 9000", "avx2", "2", "fp32")
     assert not any(k.startswith("env") or "SECRET" in k.upper() for k in list(tags) + list(run.data.params))
 
     def ls(path=None):
@@ -315,6 +344,18 @@ def test_category_run_lands_with_params_metrics_artifacts_tags(mlflow_env, bundl
     assert {"eval/metrics.json", "eval/calibration.json"} <= ls("eval") and ls("config") == {"config/config.yaml"}
     local = client.download_artifacts(run_id, "plots/roc.png", str(tmp_path / "dl"))
     assert cv2.imread(local) is not None
+
+
+@pytest.mark.integration
+def test_parent_run_without_children_is_deleted(mlflow_env):
+    """A rerun where every category was cached leaves no empty parent run behind."""
+    from mlflow import MlflowClient
+
+    from pipelines import tracking
+
+    with tracking.start_parent_run(SIDNConfig(), name="pipeline-all-cached") as parent:
+        pass
+    assert MlflowClient(mlflow_env).get_run(parent).info.lifecycle_stage == "deleted"
 
 
 @pytest.fixture(scope="module")
