@@ -30,10 +30,14 @@ def cpu_model() -> str:
 def cpu_isa() -> str:
     """The best instruction set torch's kernels use here: ``AMX``, ``AVX512_BF16``, ``AVX512``, ``AVX2``, ...
 
-    From torch's own CPU capability report, upgraded to ``AMX`` / ``AVX512_BF16`` when
-    /proc/cpuinfo lists those flags (oneDNN then runs bf16 natively).
+    From torch's own CPU capability report, upgraded to ``AMX`` / ``AVX512_BF16`` when it is
+    AVX-512 and /proc/cpuinfo lists those flags (oneDNN then runs bf16 natively). A capability
+    lowered on purpose (``ATEN_CPU_CAPABILITY=avx2``, as when the AVX2 kind is emulated) is
+    reported as lowered, not as the hardware's.
     """
     base = str(torch.backends.cpu.get_cpu_capability()).upper()
+    if not base.startswith("AVX512"):
+        return base
     try:
         flags = next(
             (line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
