@@ -38,6 +38,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlsplit
 
 SCHEME = "models"
@@ -164,6 +165,33 @@ def _download(version_uri: str, dest: Path, tracking: str, registry: str, uri: s
     return hashlib.sha256((dest / BUNDLE_FILE).read_bytes()).hexdigest()
 
 
+def install_version_dir(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Create the cache folder ``target`` whole and return its ``model.pt``.
+
+    ``fill(tmp)`` writes the folder's files into a temporary sibling, which is then renamed to
+    ``target`` (atomic). A ``target`` left without its bundle (removed by hand) is replaced; when a
+    concurrent call installed ``target`` first, its folder is kept. If ``fill`` raises, nothing is
+    left behind and the error propagates.
+    """
+    bundle = target / BUNDLE_FILE
+    if target.exists():  # a folder without its bundle: fetch it again
+        shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        fill(tmp)
+        if not (tmp / BUNDLE_FILE).is_file():
+            raise ModelURIError(f"{target}: the download left no {BUNDLE_FILE}")
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not bundle.is_file():  # not a concurrent download that won the race
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return bundle
+
+
 def version_dir(mv, registry: str) -> Path:
     """The cache folder of one model version (see the module docstring)."""
     identity = _digest(mv.name, mv.version, mv.source, mv.run_id, getattr(mv, "model_id", None))[:10]
@@ -193,11 +221,7 @@ def resolve(uri: str) -> Path:
         log.info("%s (cached: %s)", how, bundle)
         return bundle
 
-    if target.exists():  # a folder without its bundle (removed by hand): fetch it again
-        shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
+    def fill(tmp: Path) -> None:
         try:
             sha256 = _download(f"models:/{mv.name}/{mv.version}", tmp, tracking, registry, uri)
         except ModelURIError:
@@ -209,15 +233,11 @@ def resolve(uri: str) -> Path:
             "run_id": mv.run_id, "model_id": getattr(mv, "model_id", None), "registry": server_key(registry),
             "sha256": sha256, "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }, indent=2) + "\n")
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not bundle.is_file():  # not a concurrent download that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    install_version_dir(target, fill)
     log.info("%s (downloaded to %s)", how, bundle)
     return bundle
 
 
-__all__ = ["ModelURIError", "ModelRef", "parse", "resolve", "cache_root", "server_key", "version_dir"]
+__all__ = ["ModelURIError", "ModelRef", "parse", "resolve", "cache_root", "server_key", "version_dir",
+           "install_version_dir"]

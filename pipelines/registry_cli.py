@@ -5,6 +5,7 @@
     sidn promote --category carpet --approve --by alice   # compare + gate; moves `champion` if it passes
     sidn promote --category carpet --to 3 --by alice      # rollback: `champion` -> former champion v3
     sidn registry [--category carpet] [--json]            # models, versions, aliases, key metrics
+    sidn registry publish models:/sidn-carpet@champion    # the bundle -> s3://sidn-data/bundles/models/...
 
 Both print, per category and per defect type, the figures people approve on, at the threshold
 the model ships with: catch rate (caught/defective), false-alarm rate on good test images
@@ -14,6 +15,8 @@ Exit codes of ``sidn promote``: 0 promoted / pending / rolled back / unchanged, 
 for ``--to``, an absolute floor) refused, 2 an error (no challenger, unknown version, ``--to`` a
 version that was never champion, --approve or --to without --by, no server, or the server
 refused: only a release manager may move ``champion``, HTTP 403).
+``sidn registry publish`` copies a registered version's bundle into the S3 store for line
+machines that reach object storage only (pipelines/distribution.py); it exits 2 on any error.
 The store is ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db``. MLflow is
 imported inside the handlers only, so ``sidn --help`` stays fast.
 """
@@ -115,6 +118,25 @@ def cmd_registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from pipelines.distribution import publish
+    from pipelines.model_uri import ModelURIError
+
+    _quick_failure()
+    try:
+        done = publish(args.model_uri, args.bucket)
+    except ModelURIError as exc:  # DistributionError included
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    state = "published" if done.uploaded else "already published"
+    print(f"{done.version_uri}  version {done.version} ({state})")
+    if done.alias_uri is not None:
+        moved = ("unchanged" if done.previous_version == done.version else
+                 "set" if done.previous_version is None else f"moved from version {done.previous_version}")
+        print(f"{done.alias_uri}  -> version {done.version} ({moved})")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``promote`` and ``registry`` to the ``sidn`` command line."""
     fmt = argparse.RawDescriptionHelpFormatter
@@ -155,3 +177,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     p.add_argument("--all-defects", action="store_true", help="per-defect figures of every version, not only aliased")
     p.set_defaults(func=cmd_registry)
+    sub = p.add_subparsers(dest="registry_command", metavar="{publish}")
+    q = sub.add_parser(
+        "publish", help="publish a registered version's bundle to the S3 store (for --model s3://...)",
+        description="Copy the bundle (model.pt) of a registered version into the S3 store as an immutable, "
+                    "checksummed version s3://BUCKET/bundles/models/NAME/VERSION (no-op if already there); "
+                    "for NAME@ALIAS also point s3://BUCKET/bundles/models/NAME@ALIAS at it. Prints the "
+                    "s3:// URIs that `sidn predict --model` takes on a machine that only reaches the store.",
+        epilog="example:\n  sidn registry publish models:/sidn-carpet@champion\n"
+               "  sidn predict --model s3://sidn-data/bundles/models/sidn-carpet@champion photos/ --out predictions/",
+        formatter_class=fmt,
+    )
+    q.add_argument("model_uri", metavar="MODEL_URI", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    q.add_argument("--bucket", default="sidn-data", help="destination bucket (default: sidn-data)")
+    q.set_defaults(func=cmd_publish)

@@ -50,8 +50,10 @@ def _parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.A
 
 
 MODEL_URI_GROUP = "sidn.model_uris"
-MODEL_HELP = ("model bundle (model.pt), or a registered model URI such as models:/sidn-carpet@champion "
-              "or models:/sidn-carpet/3 (needs the MLflow extras: pip install -e '.[stack]')")
+MODEL_HELP = ("model bundle (model.pt), a registered model URI such as models:/sidn-carpet@champion "
+              "or models:/sidn-carpet/3, or a bundle published to the S3 store with `sidn registry publish`, "
+              "such as s3://sidn-data/bundles/models/sidn-carpet@champion (URIs need the extras: "
+              "pip install -e '.[stack]')")
 _URI_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+):")  # 2+ characters: C:\x is a path
 
 

@@ -99,8 +99,8 @@ def test_uri_errors_name_the_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         code = cli.main(list(argv))
         return code, capsys.readouterr().err
 
-    code, err = run("predict", "--model", "s3://bucket/model.pt", "photos", "--out", "p")
-    assert code == 2 and "s3://bucket/model.pt" in err and "no resolver for 's3:'" in err
+    code, err = run("predict", "--model", "gs://bucket/model.pt", "photos", "--out", "p")
+    assert code == 2 and "gs://bucket/model.pt" in err and "no resolver for 'gs:'" in err
 
     monkeypatch.setattr(cli, "model_uri_resolvers", lambda: {})  # the stack extras not installed
     code, err = run("export", "--model", "models:/sidn-carpet@champion", "--out", "c.onnx")
