@@ -92,8 +92,10 @@ def server_key(uri: str) -> str:
 
 def _quiet_and_quick() -> None:
     """Telemetry off; a CLI user waits seconds, not minutes, for an unreachable server."""
-    for key, value in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-                       "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    from pipelines.telemetry import switch_off
+
+    switch_off()
+    for key, value in {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}.items():
         os.environ.setdefault(key, value)
 

@@ -281,10 +281,6 @@ class CategoryPaths:
         }.get(stage, [])
 
 
-def category_paths(category: str, root: str | Path = RUNS_DIR) -> CategoryPaths:
-    return CategoryPaths(Path(root), category)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.params", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)

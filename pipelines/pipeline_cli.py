@@ -21,12 +21,9 @@ DESCRIPTION = "run the pipeline with Prefect (fan-out over categories, retrainin
 
 
 def _telemetry_off() -> None:
-    import os
+    from pipelines.telemetry import switch_off
 
-    for key, value in {"DO_NOT_TRACK": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                       "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "false",
-                       "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
-        os.environ.setdefault(key, value)
+    switch_off()
 
 
 def cmd_run(args: argparse.Namespace) -> int:

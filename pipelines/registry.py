@@ -153,8 +153,6 @@ def register_challenger(run_id: str, category: str, cfg: SIDNConfig | None = Non
     (``run_id``, ``data_version``, ``data_validation``, ``git_commit``, ``dataset``). Returns
     the version number.
     """
-    if isinstance(run_id, SIDNConfig):  # (cfg, category, run_id) order, as pipelines.tracking
-        run_id, cfg = cfg, run_id  # type: ignore[assignment]
     import mlflow
 
     client = _client(client)

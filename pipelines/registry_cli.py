@@ -38,8 +38,9 @@ def _quick_failure() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    for key, value in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
-        os.environ.setdefault(key, value)
+    from pipelines.telemetry import switch_off
+
+    switch_off()
 
 
 def _config(args: argparse.Namespace):  # -> SIDNConfig

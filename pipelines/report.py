@@ -34,7 +34,6 @@ failing the report, so a partial run still produces a readable page.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import json
@@ -43,7 +42,8 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -128,20 +128,6 @@ def floor_failures(r: CategoryResult, floors: RegisterConfig) -> list[str]:
     return out
 
 
-@contextlib.contextmanager
-def _env(**values: str) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def lookup_champions(categories: Sequence[str], floors: RegisterConfig) -> tuple[dict[str, dict], str | None]:
     """``(champions, note)``: each category's registry champion, when ``MLFLOW_TRACKING_URI`` is a server.
 
@@ -156,7 +142,7 @@ def lookup_champions(categories: Sequence[str], floors: RegisterConfig) -> tuple
         from sidn.config import SIDNConfig
 
         cfg = SIDNConfig(register=floors)
-        with _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
+        with mock.patch.dict(os.environ, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
             return champion_figures(categories, cfg), None
     except Exception as exc:  # the report never fails over the registry
         return {}, f"champions not looked up ({type(exc).__name__}: {str(exc)[:200]})"

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pandas as pd
 
 from pipelines.params import REPO_ROOT, CategoryPaths
+from pipelines.telemetry import switch_off
 from sidn.config import SIDNConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,8 +76,7 @@ _HISTORY_SKIP = {"step", "elapsed_s"}
 
 
 def _telemetry_off() -> None:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("DO_NOT_TRACK", "true")
+    switch_off()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
@@ -524,11 +524,8 @@ def log_category_run(
     logged when present. ``parent_run_id`` nests the run under :func:`start_parent_run`'s run.
     ``tags`` are added last (they may override e.g. ``data_version``). With ``log_model`` the
     calibrated bundle is logged as the pyfunc model ``model`` (register it with
-    :func:`pipelines.registry.register_challenger`). For compatibility the order
-    ``(category, run_dir, cfg)`` is accepted too.
+    :func:`pipelines.registry.register_challenger`).
     """
-    if isinstance(cfg, str) and isinstance(paths, SIDNConfig):  # (category, run_dir, cfg) order
-        cfg, category, paths = paths, cfg, category  # type: ignore[assignment]
     import tempfile
 
     import mlflow
@@ -578,18 +575,8 @@ def log_category_run(
     return run_id
 
 
-def register_challenger(cfg: SIDNConfig, category: str, run_id: str) -> int:
-    """Register the run's model as a new version of ``sidn-<category>`` with alias ``challenger``.
-
-    Same as :func:`pipelines.registry.register_challenger` (kept here for the register stage).
-    """
-    from pipelines.registry import register_challenger as _register
-
-    return _register(run_id, category, cfg)
-
-
 __all__ = [
     "configure", "get_client", "tracking_uri", "default_local_uri", "experiment_name", "start_parent_run", "log_category_run",
-    "register_challenger", "data_version", "data_version_of", "git_commit", "flatten_config", "final_metrics", "validation_status",
+    "data_version", "data_version_of", "git_commit", "flatten_config", "final_metrics", "validation_status",
     "OPERATING_POINT_METRICS", "operating_point_metrics",
 ]

@@ -16,7 +16,6 @@ arbitrary Python objects to load is refused without suggesting an unsafe way to 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import pickle
 import re
@@ -28,13 +27,14 @@ import torch
 
 from sidn.config import SIDNConfig
 from sidn.io import atomic_write
+from sidn.weights_hash import CALIBRATION_BUFFERS, weights_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
+    from sidn.int8 import Int8Calibration
     from sidn.model.sidn import SIDN
 
 BUNDLE_FORMAT = "sidn-bundle/1"
 _KEYS = ("format", "state_dict", "config", "extra")
-CALIBRATION_BUFFERS = ("threshold", "score_threshold")  # NaN = uncalibrated; not part of the weights
 # sentences of torch.load's error that tell the user how to load the file unsafely: never repeated
 _UNSAFE_HINTS = re.compile(
     r"weights.only|safe_globals|trust|file an issue|documentation of torch\.load|two options|PyTorch 2\.6",
@@ -178,23 +178,6 @@ def check_finite_weights(state_dict: dict[str, torch.Tensor], path: str | Path) 
             )
 
 
-def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
-    """sha256 (hex) of a model's weights: names, dtypes, shapes and values of every state-dict
-    entry except the calibration buffers, so recalibrating a bundle keeps its hash.
-
-    Independent of the memory layout (channels_last or not); used to tie an exported ONNX file
-    to the bundle it was exported from.
-    """
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        if name in CALIBRATION_BUFFERS:
-            continue
-        t = state_dict[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple["SIDN", SIDNConfig, dict[str, Any]]:
     """Load a bundle: returns ``(model in eval mode on device, config, extra)``. Raises BundleError,
     also for weights holding NaN or inf (the message names the file and the first bad tensor)."""
@@ -262,3 +245,11 @@ def set_bundle_thresholds(
         extra.update(_to_primitive(dict(extra_update)))
         raw["extra"] = extra
     write_bundle_raw(path, raw)
+
+
+def store_int8_calibration(path: str | Path, calibration: "Int8Calibration") -> None:
+    """Store an int8 calibration (:mod:`sidn.int8`) in the bundle at ``path`` (``extra["int8"]``), atomically;
+    :func:`load_bundle` attaches it to the model again."""
+    from sidn.int8 import BUNDLE_KEY
+
+    set_bundle_thresholds(path, extra_update={BUNDLE_KEY: calibration.to_dict()})

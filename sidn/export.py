@@ -12,7 +12,7 @@ run in numpy/OpenCV around it, exactly as for the torch model. The ONNX file car
 bundle's calibration in its metadata (``sidn.threshold``, ``sidn.score_threshold``,
 ``sidn.image_size``, ``sidn.lambda_f``, ``sidn.format``), so :class:`OnnxModel` knows its
 threshold and its input size without the bundle, and ``sidn.weights_sha256``
-(:func:`sidn.bundle.weights_sha256` of the bundle's weights), which ties the file to its bundle:
+(:func:`sidn.weights_hash.weights_sha256` of the bundle's weights), which ties the file to its bundle:
 :func:`check_onnx_matches_bundle` refuses to run an ONNX file with another bundle's threshold
 (``sidn predict --onnx``, :func:`OnnxPredictor` with a bundle).
 
@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from sidn.io import atomic_write
+from sidn.weights_hash import weights_sha256
 
 ONNX_FORMAT = "sidn-onnx/1"
 INPUT_NAME = "image"
@@ -74,8 +75,6 @@ def _finite(value: Tensor | float | None) -> float | None:
 
 
 def _metadata(model: nn.Module, cfg: Any, size: int) -> dict[str, str]:
-    from sidn.bundle import weights_sha256
-
     return {
         "sidn.format": ONNX_FORMAT,
         WEIGHTS_HASH_KEY: weights_sha256(model.state_dict()),
@@ -164,8 +163,6 @@ def check_onnx_matches_bundle(onnx_path: str | Path, metadata: dict[str, str], b
     ``metadata`` is the ONNX file's custom metadata, ``model`` the bundle's loaded model. A file
     without ``sidn.weights_sha256`` (exported by an older sidn) is refused too: it cannot be checked.
     """
-    from sidn.bundle import weights_sha256
-
     again = f"export it again: sidn export --model {bundle_path} --format onnx --out {onnx_path}"
     stored = metadata.get(WEIGHTS_HASH_KEY)
     if not stored:

@@ -67,8 +67,8 @@ deprecated); PT2E + ``torch.compile`` would emit these same oneDNN kernels after
 compilation per process.
 
 The result, an :class:`Int8Calibration` (primitives only), ties itself to the weights by
-:func:`sidn.bundle.weights_sha256` and can live in a bundle's ``extra`` (:func:`save_to_bundle`,
-:func:`from_bundle_extra`). :func:`attach` hangs it on a model; :func:`sidn.fast_model.make_fast`
+:func:`sidn.weights_hash.weights_sha256` and can live in a bundle's ``extra``
+(:func:`sidn.bundle.store_int8_calibration`, :func:`from_bundle_extra`). :func:`attach` hangs it on a model; :func:`sidn.fast_model.make_fast`
 (and so ``Predictor(fast=True)``) then serves int8 when the calibration passed for this CPU's
 scheme, and otherwise falls back to the float fast mode and says why (``note``).
 """
@@ -93,6 +93,7 @@ from sidn.device import bf16_autocast_supported
 from sidn.fast_model import FastForm, GemmHead, fold_batchnorm, fuse_onednn
 from sidn.model.fem import ResidualBlock
 from sidn.model.sidn import SIDN, SIDNOutput, check_input_shape
+from sidn.weights_hash import weights_sha256
 
 INT8_FORMAT = "sidn-int8/1"
 SCHEMES = ("u8s8", "u7s8")  # activation levels 255 / 127, int8 weights
@@ -696,8 +697,6 @@ def _clean(x: Any) -> Any:
 
 
 def weights_hash(model: nn.Module) -> str:
-    from sidn.bundle import weights_sha256
-
     return weights_sha256(model.state_dict())
 
 
@@ -717,16 +716,9 @@ def attach(model: SIDN, calibration: Int8Calibration) -> SIDN:
 
 
 def from_bundle_extra(extra: dict[str, Any]) -> Int8Calibration | None:
-    """The calibration stored in a bundle's ``extra`` (:func:`save_to_bundle`), or None."""
+    """The calibration stored in a bundle's ``extra`` (:func:`sidn.bundle.store_int8_calibration`), or None."""
     d = extra.get(BUNDLE_KEY)
     return None if d is None else Int8Calibration.from_dict(d)
-
-
-def save_to_bundle(path: Any, calibration: Int8Calibration) -> None:
-    """Store ``calibration`` in the bundle at ``path`` (``extra["int8"]``), atomically."""
-    from sidn.bundle import set_bundle_thresholds
-
-    set_bundle_thresholds(path, extra_update={BUNDLE_KEY: calibration.to_dict()})
 
 
 def make_int8(model: SIDN, calibration: Int8Calibration, scheme: str | None = None,
@@ -948,7 +940,7 @@ def calibrate_int8(
 
 __all__ = [
     "Int8SIDN", "Int8Calibration", "int8_summary", "QConv", "QDeconv", "QResidualBlock", "Observer", "calibrate_int8", "make_int8",
-    "select_int8", "attach", "from_bundle_extra", "save_to_bundle", "parity_report", "observe_ranges",
+    "select_int8", "attach", "from_bundle_extra", "parity_report", "observe_ranges",
     "int8_scheme", "checkable_schemes", "int8_mode_name", "deconv_as_conv", "interleave", "qparams", "AUROC_TOL",
     "SCHEMES", "TAILS", "FSEMS", "DEFAULT_TAIL", "INT8_FORMAT", "variant_name", "variants", "resized",
     "weights_hash", "mse_range", "FloatStem",

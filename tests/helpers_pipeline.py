@@ -14,6 +14,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from pipelines.telemetry import TELEMETRY_OFF
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -61,8 +63,7 @@ def pipeline_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     tracking server or Prefect API inherited from the caller, one OpenMP thread; plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "PREFECT_API"))}
     env.update({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-                "DVC_NO_ANALYTICS": "1", "DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
-                "GX_ANALYTICS_ENABLED": "false", "OMP_NUM_THREADS": "1"})
+                **TELEMETRY_OFF, "OMP_NUM_THREADS": "1"})
     env.update(extra or {})
     return env
 

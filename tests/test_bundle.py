@@ -203,7 +203,7 @@ def test_non_finite_weights_refused(saved, tmp_path):
 
 
 def test_weights_sha256_ignores_calibration_and_layout(saved):
-    from sidn.bundle import weights_sha256
+    from sidn.weights_hash import weights_sha256
 
     model, _, path = saved
     digest = weights_sha256(model.state_dict())

@@ -140,7 +140,7 @@ def _without_hash(onnx_file, dst):
 
 
 def test_onnx_carries_the_bundle_weights_hash(bundle, onnx_file):
-    from sidn.bundle import weights_sha256
+    from sidn.weights_hash import weights_sha256
 
     assert read_onnx_metadata(onnx_file)["sidn.weights_sha256"] == weights_sha256(load_bundle(bundle)[0].state_dict())
 

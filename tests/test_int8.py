@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import sidn.int8 as i8
-from sidn.bundle import load_bundle, save_bundle
+from sidn.bundle import load_bundle, save_bundle, store_int8_calibration
 from sidn.config import ModelConfig
 from sidn.data.dgm import make_validation_set
 from sidn.fast_model import FastSIDN, GemmHead, best_mode, fast_mode, float_fast_mode, make_fast, mode_of
@@ -246,7 +246,7 @@ def test_calibration_round_trips_through_a_bundle(tmp_path) -> None:
     calib.parity["u7s8"]["pixel_auroc_delta"] = float("nan")  # NaN travels as None
     path = tmp_path / "model.pt"
     save_bundle(model, cfg, path)
-    i8.save_to_bundle(path, calib)
+    store_int8_calibration(path, calib)
     loaded, _, extra = load_bundle(path)
     back = i8.from_bundle_extra(extra)
     json.dumps(back.to_dict())
@@ -351,7 +351,7 @@ def test_bench_of_a_bundle_judges_its_own_int8_calibration(trained, tmp_path) ->
                               schemes=["u7s8"])
     path = tmp_path / "model.pt"
     save_bundle(model, cfg, path)
-    i8.save_to_bundle(path, calib)
+    store_int8_calibration(path, calib)
     d = run_bench(image_size=SIZE, repeats=1, batch=2, matmul_size=128, train_repeats=1, bundle=str(path),
                   verbose=False)
     assert set(d["int8_parity"]) == set(calib.parity) and "u7s8" in calib.parity

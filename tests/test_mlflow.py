@@ -161,12 +161,12 @@ def make_run(root: Path, bundle: Path, pixel_auroc: float, aupro: float, image_f
 
 
 def log_and_register(tmp_path: Path, bundle: Path, data_version: str, **numbers) -> tuple[str, int, SIDNConfig]:
-    from pipelines import tracking
+    from pipelines import registry, tracking
 
     cfg, paths = make_run(tmp_path, bundle, **numbers)
     category = cfg.data.categories[0]
     run_id = tracking.log_category_run(cfg, category, paths, tags={"data_version": data_version})
-    version = tracking.register_challenger(cfg, category, run_id)
+    version = registry.register_challenger(run_id, category, cfg)
     return run_id, version, cfg
 
 

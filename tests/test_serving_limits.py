@@ -235,7 +235,7 @@ def measure(bundle: Path, b64: str, n: int, config: dict | None = None) -> dict:
         proc = subprocess.run(
             [sys.executable, "-c", CHILD, str(bundle), str(b64_file), str(n), json.dumps(config or {})],
             cwd=REPO, capture_output=True, text=True, timeout=600,
-            env={**__import__("os").environ, "OMP_NUM_THREADS": "1", "MLFLOW_DISABLE_TELEMETRY": "true"},
+            env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},  # telemetry is off in os.environ (conftest.py)
         )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])

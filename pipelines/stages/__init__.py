@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from pipelines.telemetry import switch_off
 from sidn.data.mvtec import DataError
 
 
@@ -108,8 +109,7 @@ def run_main(name: str, body: Callable[[Sequence[str] | None], None], argv: Sequ
     logging.basicConfig(level=logging.WARNING, format=f"{name}: %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for ours in ("sidn", "pipelines"):
         logging.getLogger(ours).setLevel(logging.INFO)
-    for key, value in {"DO_NOT_TRACK": "true", "GX_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}.items():
-        os.environ.setdefault(key, value)
+    switch_off()
     try:
         body(argv)
     except (DataError, StageError) as exc:

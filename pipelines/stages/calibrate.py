@@ -19,7 +19,7 @@ import copy
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipelines.params import load_stage_config, select
+from pipelines.params import WORK, load_stage_config, select
 from pipelines.stages import base_parser, publish, run_main, scratch
 from sidn.config import SIDNConfig
 
@@ -58,7 +58,7 @@ def _body(argv: Sequence[str] | None) -> None:
     parser.add_argument("out_json", type=Path)
     a = parser.parse_args(argv)
     cfg = load_stage_config(PARAMS, a.params)
-    r = run(cfg, a.category, a.trained_model, a.out_model, a.out_json, a.out_json.parent / ".work" / "calibrate")
+    r = run(cfg, a.category, a.trained_model, a.out_model, a.out_json, a.out_json.parent / WORK / "calibrate")
     print(f"calibrate: {a.category}: threshold {r['threshold']} ({r['method']}), image FAR {r['image_far']}, "
           f"pixel FAR {r['pixel_far']} -> {a.out_model}")
 

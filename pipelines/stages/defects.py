@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipelines.params import load_stage_config
+from pipelines.params import WORK, load_stage_config
 from pipelines.stages import base_parser, publish, run_main, scratch
 from sidn.config import SIDNConfig
 
@@ -41,7 +41,7 @@ def _body(argv: Sequence[str] | None) -> None:
     parser.add_argument("out_npz", type=Path)
     a = parser.parse_args(argv)
     cfg = load_stage_config(PARAMS, a.params)
-    result = run(cfg, a.category, a.out_npz, a.out_npz.parent / ".work" / "defects")
+    result = run(cfg, a.category, a.out_npz, a.out_npz.parent / WORK / "defects")
     print(f"defects: {a.category}: {result['n_images']} images ({result['n_defective']} with a defect) -> {a.out_npz}")
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipelines.params import load_stage_config
+from pipelines.params import WORK, load_stage_config
 from pipelines.stages import base_parser, publish, run_main, scratch
 from sidn.config import SIDNConfig
 
@@ -42,7 +42,7 @@ def _body(argv: Sequence[str] | None) -> None:
     parser.add_argument("out_dir", type=Path)
     a = parser.parse_args(argv)
     cfg = load_stage_config(PARAMS, a.params)
-    m = run(cfg, a.category, a.model, a.out_dir, a.out_dir.parent / ".work" / "evaluate")
+    m = run(cfg, a.category, a.model, a.out_dir, a.out_dir.parent / WORK / "evaluate")
     print(f"evaluate: {a.category}: pixel AUROC {m['pixel_auroc']:.4f}  AUPRO {m['aupro']:.4f}  "
           f"image AUROC {m['image_auroc']:.4f} -> {a.out_dir}")
 

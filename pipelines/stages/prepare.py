@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipelines.params import load_stage_config
+from pipelines.params import WORK, load_stage_config
 from pipelines.stages import StageError, base_parser, publish, run_main, scratch
 from sidn.config import SIDNConfig
 from sidn.data.mvtec import DataError
@@ -58,7 +58,7 @@ def _body(argv: Sequence[str] | None) -> None:
     a = parser.parse_args(argv)
     cfg = load_stage_config(PARAMS, a.params)
     try:
-        result = run(cfg, a.category, a.out_dir, a.out_dir.parent / ".work" / "prepare")
+        result = run(cfg, a.category, a.out_dir, a.out_dir.parent / WORK / "prepare")
     except DataValidationError as exc:
         raise StageError(str(exc)) from None
     print(f"prepare: {a.category}: validation passed, {result['n_images']} images -> {a.out_dir}")

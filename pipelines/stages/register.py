@@ -33,13 +33,13 @@ def register_category(cfg: SIDNConfig, category: str, runs_root: Path,
     if missing:
         return {"category": category, "status": "skipped", "reason": "missing " + ", ".join(missing)}
     try:
-        from pipelines import tracking
+        from pipelines import registry, tracking
     except ImportError as exc:
         return {"category": category, "status": "skipped", "reason": f"MLflow tracking unavailable: {exc}"}
     run_id = tracking.log_category_run(cfg, category, paths, parent_run_id=parent_run_id)
-    version = tracking.register_challenger(cfg, category, run_id)
+    version = registry.register_challenger(run_id, category, cfg)
     return {"category": category, "status": "registered", "run_id": run_id,
-            "model": f"{cfg.register.model_name_prefix}{category}", "version": version, "alias": "challenger"}
+            "model": registry.model_name(category, cfg), "version": version, "alias": "challenger"}
 
 
 def run(cfg: SIDNConfig, runs_root: Path, out_json: Path) -> dict[str, Any]:
