@@ -168,6 +168,9 @@ def mlflow_env(mlflow_server: str, mlflow_auth: Any) -> Iterator[str]:
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     os.environ["MLFLOW_EXPERIMENT_NAME"] = f"test-{uuid.uuid4().hex[:8]}"
     os.environ.update(mlflow_auth.client_env(PIPELINE_USER))
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_server)  # an earlier module may have set the process-wide URI elsewhere
     try:
         yield mlflow_server
     finally:
@@ -176,8 +179,6 @@ def mlflow_env(mlflow_server: str, mlflow_auth: Any) -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        import mlflow
-
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  # also unsets the env variable
         os.environ.pop("MLFLOW_REGISTRY_URI", None)
         if saved["MLFLOW_TRACKING_URI"] is not None:
