@@ -4,8 +4,10 @@ and MLflow artifacts in the real local S3 store, and `infra/up` / `status` / `do
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import posixpath
 import re
 import shlex
 import shutil
@@ -77,6 +79,19 @@ _CONTAINER = {
             },
         },
         "env": {"type": "array", "items": _ENV_ITEM},
+        "workingDir": {"type": "string", "pattern": "^/"},
+        "volumeMounts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "mountPath"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "mountPath": {"type": "string", "pattern": "^/"},
+                    "subPath": {"type": "string", "pattern": "^[^/]"},
+                },
+            },
+        },
         "resources": {
             "type": "object",
             "required": ["requests", "limits"],
@@ -92,53 +107,85 @@ _META = {
     "required": ["name"],
     "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"}},
 }
+_POD_SPEC = {
+    "type": "object",
+    "required": ["containers"],
+    "properties": {
+        "containers": {"type": "array", "minItems": 1, "items": _CONTAINER},
+        "initContainers": {"type": "array", "items": _CONTAINER},
+        "restartPolicy": {"enum": ["Always", "OnFailure", "Never"]},
+        "securityContext": {"type": "object"},
+        "volumes": {
+            "type": "array",
+            "items": {  # a name and exactly one source; a claim by name
+                "type": "object",
+                "required": ["name"],
+                "minProperties": 2,
+                "maxProperties": 2,
+                "properties": {
+                    "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                    "persistentVolumeClaim": {"type": "object", "required": ["claimName"]},
+                },
+            },
+        },
+    },
+}
+
+
+def _resource(spec_required: list[str], spec_properties: dict) -> dict:
+    """Schema of a resource with metadata and a spec."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": _META,
+            "spec": {"type": "object", "required": spec_required, "properties": spec_properties},
+        },
+    }
+
+
 SCHEMAS = {
-    ("apps/v1", "Deployment"): {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "required": ["selector", "template"],
-                "properties": {
-                    "replicas": {"type": "integer", "minimum": 0},
-                    "selector": {"type": "object", "required": ["matchLabels"]},
-                    "template": {
-                        "type": "object",
-                        "required": ["metadata", "spec"],
-                        "properties": {
-                            "metadata": {"type": "object", "required": ["labels"]},
-                            "spec": {
-                                "type": "object",
-                                "required": ["containers"],
-                                "properties": {"containers": {"type": "array", "minItems": 1, "items": _CONTAINER}},
-                            },
-                        },
-                    },
-                },
+    ("apps/v1", "Deployment"): _resource(["selector", "template"], {
+        "replicas": {"type": "integer", "minimum": 0},
+        "selector": {"type": "object", "required": ["matchLabels"]},
+        "template": {
+            "type": "object",
+            "required": ["metadata", "spec"],
+            "properties": {"metadata": {"type": "object", "required": ["labels"]}, "spec": _POD_SPEC},
+        },
+    }),
+    ("v1", "Service"): _resource(["selector", "ports"], {
+        "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
+        "ports": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["port", "targetPort"]}},
+    }),
+    ("batch/v1", "Job"): _resource(["template"], {
+        "backoffLimit": {"type": "integer", "minimum": 0},
+        "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
+        "template": {
+            "type": "object",
+            "required": ["spec"],
+            "properties": {"spec": {
+                "allOf": [_POD_SPEC],
+                "required": ["containers", "restartPolicy"],
+                "properties": {"restartPolicy": {"enum": ["OnFailure", "Never"]}},
+            }},
+        },
+    }),
+    ("v1", "PersistentVolumeClaim"): _resource(["accessModes", "resources"], {
+        "accessModes": {
+            "type": "array",
+            "minItems": 1,
+            "items": {"enum": ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]},
+        },
+        "resources": {
+            "type": "object",
+            "required": ["requests"],
+            "properties": {
+                "requests": {"type": "object", "required": ["storage"], "properties": {"storage": _QUANTITY}},
             },
         },
-    },
-    ("v1", "Service"): {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "required": ["selector", "ports"],
-                "properties": {
-                    "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
-                    "ports": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {"type": "object", "required": ["port", "targetPort"]},
-                    },
-                },
-            },
-        },
-    },
+        "storageClassName": {"type": "string"},
+    }),
     ("v1", "Namespace"): {"type": "object", "required": ["metadata"], "properties": {"metadata": _META}},
     ("v1", "ServiceAccount"): {"type": "object", "required": ["metadata"], "properties": {"metadata": _META}},
     ("v1", "ConfigMap"): {
@@ -170,8 +217,9 @@ SCHEMAS = {
 
 
 def _docs() -> list[tuple[str, dict]]:
+    """Every manifest: the kustomization's (infra/k8s/*.yaml) and the one-off Jobs (jobs/*.yaml)."""
     out = []
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(K8S.glob("*.yaml")) + sorted(K8S.glob("jobs/*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc is not None:
                 out.append((path.name, doc))
@@ -185,7 +233,8 @@ def _containers(doc: dict) -> list[dict]:
 def test_k8s_manifests_parse_and_match_schemas():
     docs = _docs()
     kinds = sorted({d["kind"] for _, d in docs})
-    assert {"Deployment", "Service", "Role", "RoleBinding", "ServiceAccount", "ConfigMap", "Namespace"} <= set(kinds)
+    assert {"Deployment", "Service", "Role", "RoleBinding", "ServiceAccount", "ConfigMap", "Namespace",
+            "PersistentVolumeClaim", "Job"} <= set(kinds)
     for name, doc in docs:
         key = (doc.get("apiVersion"), doc.get("kind"))
         assert key in SCHEMAS, f"{name}: unexpected {key}"
@@ -231,17 +280,24 @@ def _deployment_problems(dep: dict) -> list[str]:
     if not dep["spec"]["selector"]["matchLabels"].items() <= labels.items():
         problems.append(f"{name}: selector misses the pod labels")
     for c in _containers(dep):
-        port_names = {p.get("name") for p in c.get("ports", [])}
-        for probe in ("readinessProbe", "livenessProbe"):
-            if probe in c and c[probe]["httpGet"]["port"] not in port_names:
-                problems.append(f"{name}: {probe} names an unknown port")
-        for env in c.get("env", []):
-            if (SECRETISH.search(env["name"]) and "ENDPOINT" not in env["name"]
-                    and env["name"] != "PREFECT_API_URL" and "secretKeyRef" not in env.get("valueFrom", {})):
-                problems.append(f"{name}: {env['name']} must come from a Secret, not a literal or ConfigMap")
-        joined = " ".join(c.get("command", []) + c.get("args", []))
-        if "postgresql://" in joined or "secret" in joined.lower():
-            problems.append(f"{name}: a secret on the command line")
+        problems += _container_problems(name, c)
+    return problems
+
+
+def _container_problems(name: str, c: dict) -> list[str]:
+    """Probes on unknown ports, secrets as literals / from a ConfigMap / on the command line."""
+    problems = []
+    port_names = {p.get("name") for p in c.get("ports", [])}
+    for probe in ("readinessProbe", "livenessProbe"):
+        if probe in c and c[probe]["httpGet"]["port"] not in port_names:
+            problems.append(f"{name}: {probe} names an unknown port")
+    for env in c.get("env", []):
+        if (SECRETISH.search(env["name"]) and "ENDPOINT" not in env["name"]
+                and env["name"] != "PREFECT_API_URL" and "secretKeyRef" not in env.get("valueFrom", {})):
+            problems.append(f"{name}: {env['name']} must come from a Secret, not a literal or ConfigMap")
+    joined = " ".join(c.get("command", []) + c.get("args", []))
+    if "postgresql://" in joined or "secret" in joined.lower():
+        problems.append(f"{name}: a secret on the command line")
     return problems
 
 
@@ -312,6 +368,340 @@ def test_dask_docs_match_the_pipeline_cli():
     if cli.exists():
         src = cli.read_text()
         assert '"--dask"' in src and '"--gpus"' in src, "the documented CLI flags are gone from pipeline_cli.py"
+
+
+def test_dask_docs_state_the_shared_filesystem_requirement():
+    text = (REPO / "infra" / "dask" / "README.md").read_text()
+    assert "## Shared filesystem" in text
+    section = text.split("## Shared filesystem", 1)[1].split("\n## ", 1)[0]
+    for needle in ("same absolute path", "runs/", "data/", ".dvc/cache", "by path, not by value",
+                   "What breaks otherwise"):
+        assert needle in section, f"the shared-filesystem section does not mention {needle!r}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The cluster path: storage, Secrets and ConfigMap keys that every pod uses exist; one GPU Job per
+# category; the training image holds what the pipeline reads at run time (its file list is built
+# from the Dockerfile's COPY lines and .dockerignore, without docker).
+
+TRAIN_DOCKERFILE = K8S / "images" / "train.Dockerfile"
+GPU_PREFECT_YAML = K8S / "prefect" / "prefect.yaml"
+GPU_TEMPLATE = K8S / "prefect-work-pool-gpu.json"
+
+
+def _documented_secrets() -> dict[str, dict[str, str]]:
+    """{Secret: {key: example value}} of the `kubectl create secret generic` commands in infra/README.md."""
+    text = (REPO / "infra" / "README.md").read_text().replace("\\\n", " ")
+    secrets: dict[str, dict[str, str]] = {}
+    for name, rest in re.findall(r"kubectl -n sidn create secret generic ([a-z0-9-]+)([^\n]*)", text):
+        secrets.setdefault(name, {}).update(re.findall(r"--from-literal=([A-Za-z0-9_]+)=(\S*)", rest))
+    return secrets
+
+
+def _pod_specs() -> list[tuple[str, dict]]:
+    """Every pod of the project: the Deployments, the one-off Jobs and the GPU pool's Job."""
+    pods = [(f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"])
+            for _, doc in _docs() if doc["kind"] in ("Deployment", "Job")]
+    job = _render_job_template(json.loads(GPU_TEMPLATE.read_text()))["job_manifest"]
+    return pods + [("work pool sidn-gpu Job", job["spec"]["template"]["spec"])]
+
+
+def test_k8s_claims_mounts_secrets_and_config_keys_are_consistent():
+    docs = _docs()
+    claims = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "PersistentVolumeClaim"}
+    config = {d["metadata"]["name"]: set(d["data"]) for _, d in docs if d["kind"] == "ConfigMap"}
+    secrets = _documented_secrets()
+    assert {"sidn-s3-credentials", "sidn-mlflow-db", "sidn-prefect-db"} <= set(secrets)
+    mounted: dict[str, set[str]] = {}  # claim -> pods
+    for where, pod in _pod_specs():
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        containers = pod.get("initContainers", []) + pod["containers"]
+        for c in containers:
+            for mount in c.get("volumeMounts", []):
+                assert mount["name"] in volumes, f"{where}: mounts the unknown volume {mount['name']!r}"
+            for env in c.get("env", []):
+                ref = env.get("valueFrom", {})
+                if "secretKeyRef" in ref:
+                    name, key = ref["secretKeyRef"]["name"], ref["secretKeyRef"]["key"]
+                    assert key in secrets.get(name, {}), f"{where}: Secret {name}/{key} is not in infra/README.md"
+                if "configMapKeyRef" in ref:
+                    name, key = ref["configMapKeyRef"]["name"], ref["configMapKeyRef"]["key"]
+                    assert key in config.get(name, set()), f"{where}: ConfigMap {name} has no key {key}"
+        for volume in volumes.values():
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                assert claim in claims, f"{where}: claim {claim!r} is not a manifest"
+                mounted.setdefault(claim, set()).add(where)
+        if where.startswith("Job/"):  # the Deployments are checked the same way in another test
+            for c in containers:
+                assert not _container_problems(where, c)
+    assert set(mounted) == set(claims), f"claims nobody mounts: {sorted(set(claims) - set(mounted))}"
+
+    # a ReadWriteOnce claim belongs to one Deployment of one replica, replaced with Recreate
+    # (a rolling update would start the new pod while the old one holds the volume)
+    deployments = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "Deployment"}
+    for claim, pods in mounted.items():
+        if claims[claim]["spec"]["accessModes"] == ["ReadWriteOnce"]:
+            (where,) = pods
+            dep = deployments[where.split("/", 1)[1]]
+            assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate", where
+    # the training Jobs of all categories mount the workspace at once, from any node
+    template = json.loads(GPU_TEMPLATE.read_text())
+    workspace = template["variables"]["properties"]["workspace_claim"]["default"]
+    assert "ReadWriteMany" in claims[workspace]["spec"]["accessModes"]
+
+    # the sqlite databases the README suggests live on the server's claim, not in the container
+    servers = {"sidn-mlflow-db": deployments["mlflow"], "sidn-prefect-db": deployments["prefect-server"]}
+    for secret, dep in servers.items():
+        (url,) = secrets[secret].values()
+        assert url.startswith("sqlite"), f"infra/README.md: the default {secret} is not sqlite: {url}"
+        db_file = "/" + url.split(":///", 1)[1].lstrip("/")
+        pod = dep["spec"]["template"]["spec"]
+        on_claim = {v["name"] for v in pod.get("volumes", []) if "persistentVolumeClaim" in v}
+        assert any(m["name"] in on_claim and db_file.startswith(m["mountPath"].rstrip("/") + "/")
+                   for c in pod["containers"] for m in c.get("volumeMounts", [])), f"{secret}: {db_file} not on a claim"
+
+
+def test_k8s_gpu_deployment_runs_one_category_per_job_with_one_gpu():
+    from pipelines import flows
+
+    spec = yaml.safe_load(GPU_PREFECT_YAML.read_text())
+    (dep,) = spec["deployments"]
+    module, _, name = dep["entrypoint"].partition(":")
+    assert (REPO / module).is_file() and module == "pipelines/flows.py"
+    flow = getattr(flows, name)
+    schema = flow.parameters
+    # one category per flow run: a single string, without default, so every run names its own
+    assert schema.properties["category"]["type"] == "string" and "category" in schema.required
+    assert "category" not in dep.get("parameters", {})
+    assert set(dep.get("parameters", {})) <= set(schema.properties)
+
+    # the pool: the one the worker polls, of type kubernetes, created from the template in the README
+    worker = next(d for _, d in _docs() if d["kind"] == "Deployment" and d["metadata"]["name"] == "prefect-worker")
+    cmd = _containers(worker)[0]["command"]
+    pool = dep["work_pool"]["name"]
+    assert cmd[cmd.index("--pool") + 1] == pool and cmd[cmd.index("--type") + 1] == "kubernetes"
+    readme = (REPO / "infra" / "README.md").read_text()
+    assert (f"prefect work-pool create {pool} --type kubernetes --base-job-template "
+            f"infra/k8s/{GPU_TEMPLATE.name}") in readme
+    assert f"deploy --prefect-file {GPU_PREFECT_YAML.relative_to(REPO).as_posix()} --all" in readme
+    assert f"prefect deployment run '{flow.name}/{dep['name']}' -p category=" in readme
+
+    # its job variables are variables of the pool, valid there, and ask for exactly one GPU
+    template = json.loads(GPU_TEMPLATE.read_text())
+    variables = template["variables"]
+    job_variables = dep["work_pool"]["job_variables"]
+    assert set(job_variables) <= set(variables["properties"])
+    defaults = {k: v["default"] for k, v in variables["properties"].items() if "default" in v}
+    jsonschema.Draft7Validator(variables).validate({**defaults, **job_variables})
+    assert job_variables["gpu_count"] == 1
+    job = _render_job_template(template, job_variables)["job_manifest"]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    # as the worker submits it: a name from generateName, the command string split into argv
+    submitted = json.loads(json.dumps(job))
+    submitted["metadata"]["name"] = submitted["metadata"].pop("generateName") + "x1"
+    submitted["spec"]["template"]["spec"]["containers"][0]["args"] = shlex.split(container["args"])
+    jsonschema.Draft7Validator(SCHEMAS[("batch/v1", "Job")]).validate(submitted)
+
+    # the pull step enters the repository folder of the image, where the container starts too
+    (step,) = dep.get("pull", spec.get("pull"))
+    directory = step["prefect.deployments.steps.set_working_directory"]["directory"]
+    workdir, _ = _image_files(TRAIN_DOCKERFILE)
+    assert directory == workdir == container["workingDir"]
+    # data/ and runs/ come from the workspace claim, at the paths params.yaml names relative to it
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert {f"{workdir}/data", f"{workdir}/runs"} <= set(mounts)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert params["data"]["root"].split("/")[0] == "data" and dep["parameters"].get("runs_root", "runs") == "runs"
+
+
+def test_repository_prefect_yaml_targets_only_the_local_pool():
+    """`make deploy` runs `prefect deploy --all` on prefect.yaml against `make up`'s server, whose only
+    pool is the process pool; a deployment on another pool (sidn-gpu) would fail all of them."""
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    assert {d["work_pool"]["name"] for d in spec["deployments"]} == {load_stack().WORK_POOL}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("prefect_kubernetes") is None,
+                    reason="prefect-kubernetes is the optional extra `k8s` (pip install -e '.[k8s]')")
+def test_k8s_gpu_deployment_renders_through_prefect_kubernetes():
+    """The Job a Kubernetes worker would create for one flow run of the GPU deployment."""
+    import uuid
+
+    from prefect.client.schemas.objects import FlowRun
+    from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
+
+    (dep,) = yaml.safe_load(GPU_PREFECT_YAML.read_text())["deployments"]
+    rendered = _render_job_template(json.loads(GPU_TEMPLATE.read_text()), dep["work_pool"]["job_variables"])
+    config = KubernetesWorkerJobConfiguration.model_validate(rendered)
+    config.prepare_for_flow_run(FlowRun(flow_id=uuid.uuid4(), name="carpet-run", parameters={"category": "carpet"}))
+    job = config.job_manifest
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["prefect", "flow-run", "execute"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    env = {e["name"]: e for e in container["env"]}
+    assert "PREFECT__FLOW_RUN_ID" in env and "secretKeyRef" in env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]
+    assert job["metadata"]["labels"]["prefect.io/flow-run-name"] == "carpet-run"
+
+
+def _dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile, comments dropped and continuation lines joined."""
+    out, pending = [], ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        pending += " " + (stripped[:-1] if stripped.endswith("\\") else stripped)
+        if not stripped.endswith("\\"):
+            word, _, args = pending.strip().partition(" ")
+            out.append((word.upper(), args.strip()))
+            pending = ""
+    return out
+
+
+def _dockerignore_rules(context: Path) -> list[tuple[bool, re.Pattern]]:
+    """(exclude?, regex) per .dockerignore line: Go's filepath.Match plus Docker's `**`; `!` re-includes."""
+    path = context / ".dockerignore"
+    rules = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        include = line.startswith("!")
+        pattern = posixpath.normpath(line.lstrip("!").strip().lstrip("/"))
+        regex = ""
+        for token in re.split(r"(\*\*/|\*\*|\*|\?)", pattern):
+            regex += {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(token, re.escape(token))
+        rules.append((not include, re.compile(f"^{regex}(?:/.*)?$")))  # a folder excludes its content
+    return rules
+
+
+def _image_files(dockerfile: Path, context: Path = REPO) -> tuple[str, dict[str, str]]:
+    """What a build of ``dockerfile`` copies from ``context``: the final WORKDIR and
+    {absolute path in the image: path in the context}. Fails where docker build would (a source
+    missing from the context or excluded by .dockerignore)."""
+    rules = _dockerignore_rules(context)
+
+    def ignored(rel: str) -> bool:
+        verdict = False
+        for exclude, regex in rules:
+            if regex.match(rel):
+                verdict = exclude
+        return verdict
+
+    workdir, files = "/", {}
+    for word, args in _dockerfile_instructions(dockerfile.read_text()):
+        if word == "WORKDIR":
+            workdir = posixpath.normpath(posixpath.join(workdir, args))
+        if word not in ("COPY", "ADD"):
+            continue
+        tokens = json.loads(args) if args.startswith("[") else shlex.split(args)
+        assert not any(t.startswith("--from") for t in tokens), "only copies from the build context are listed"
+        *sources, dest = [t for t in tokens if not t.startswith("--")]
+        target = posixpath.normpath(posixpath.join(workdir, dest))
+        into_folder = dest.endswith("/") or dest in (".", "..") or len(sources) > 1
+        for src in sources:
+            matches = sorted(context.glob(src)) if any(ch in src for ch in "*?[") else [context / src]
+            matches = [m for m in matches if m.exists() and not ignored(m.relative_to(context).as_posix())]
+            assert matches, f"{dockerfile.name}: {word} {src}: not in the build context (or .dockerignore'd)"
+            for match in matches:
+                rel = match.relative_to(context).as_posix()
+                if match.is_file():
+                    files[posixpath.join(target, match.name) if into_folder else target] = rel
+                    continue
+                for folder, dirs, names in os.walk(match):  # a folder's content goes into the target
+                    here = Path(folder).relative_to(context).as_posix()
+                    dirs[:] = [d for d in dirs if not ignored(posixpath.normpath(f"{here}/{d}"))]
+                    for file in (posixpath.normpath(f"{here}/{name}") for name in names):
+                        if not ignored(file):
+                            files[posixpath.join(target, posixpath.relpath(file, rel))] = file
+    return workdir, files
+
+
+def _runtime_needs() -> set[str]:
+    """What the pipeline reads from the repository folder at run time: the DVC and Prefect
+    definitions, the package build files, every code dependency of a dvc.yaml stage, every module
+    of the two packages and the entrypoint file of every deployment."""
+    need = {"dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config", "prefect.yaml", "pyproject.toml", "README.md"}
+    for stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].values():
+        for dep in stage.get("do", stage).get("deps", []):
+            dep = dep if isinstance(dep, str) else next(iter(dep))
+            if "${" not in dep and dep.split("/")[0] not in ("data", "runs", "reports"):
+                need.add(dep)
+    need |= {p.relative_to(REPO).as_posix() for pkg in ("sidn", "pipelines") for p in (REPO / pkg).rglob("*.py")
+             if "__pycache__" not in p.parts}
+    for spec in (REPO / "prefect.yaml", GPU_PREFECT_YAML):
+        need |= {d["entrypoint"].partition(":")[0] for d in yaml.safe_load(spec.read_text())["deployments"]}
+    return need
+
+
+def _image_problems(dockerfile: Path, context: Path = REPO) -> list[str]:
+    """What the image built from ``dockerfile`` lacks for the pipeline, or holds that it must not."""
+    workdir, files = _image_files(dockerfile, context)
+    inside = {posixpath.relpath(path, workdir) for path in files if path.startswith(workdir + "/")}
+    problems = [f"missing in {workdir}: {need}" for need in sorted(_runtime_needs())
+                if need not in inside and not any(p.startswith(need + "/") for p in inside)]
+    secret_or_bulky = re.compile(r"^(\.dvc/config\.local|\.dvc/cache|\.dvc/tmp|\.infra|\.venv|\.git|data|runs|"
+                                 r"experiments|mlruns|mlflow\.db)(/|$)|(^|/)__pycache__/")
+    problems += [f"copied into the image: {src}" for src in sorted(files.values()) if secret_or_bulky.search(src)]
+    runs = [args for word, args in _dockerfile_instructions(dockerfile.read_text()) if word == "RUN"]
+    # editable, so pipelines.params.REPO_ROOT is the WORKDIR and not site-packages; the worker type too
+    if not any(re.search(r"pip install .*-e '?\.\[[^\]]*\bk8s\b", run) for run in runs):
+        problems.append("the project is not installed editable (pip install -e '.[...,k8s]') in the WORKDIR")
+    if not any("git init" in run for run in runs):
+        problems.append("no git repository: DVC refuses a folder that is not one")
+    return problems
+
+
+def test_training_image_holds_what_the_pipeline_reads_and_nothing_secret():
+    problems = _image_problems(TRAIN_DOCKERFILE)
+    assert not problems, "\n".join(problems)
+    workdir, files = _image_files(TRAIN_DOCKERFILE)
+    # where the Jobs mount the workspace, the image has nothing (the mount would hide it)
+    job = _render_job_template(json.loads(GPU_TEMPLATE.read_text()))["job_manifest"]
+    pod = job["spec"]["template"]["spec"]
+    for mount in pod["containers"][0]["volumeMounts"]:
+        assert not [p for p in files if p.startswith(mount["mountPath"] + "/")], mount
+    # the Jobs run as the image's user (a git repository owned by someone else is refused)
+    user = [args for word, args in _dockerfile_instructions(TRAIN_DOCKERFILE.read_text()) if word == "USER"][-1]
+    assert str(pod["securityContext"]["runAsUser"]) == user
+
+
+def test_k8s_extra_is_optional_and_pinned_like_the_constraints():
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (pin,) = extras["k8s"]
+    assert pin.startswith("prefect-kubernetes==")
+    assert not any(r.startswith("prefect-kubernetes") for name in ("stack", "dev") for r in extras[name])
+    constraints = (REPO / "constraints.txt").read_text().splitlines()
+    assert pin in constraints, "constraints.txt pins another prefect-kubernetes than the k8s extra"
+
+
+def test_image_file_list_catches_missing_and_secret_files(tmp_path):
+    """The lister on a Dockerfile like the one first shipped: no dvc.yaml, dvc.lock, params.yaml,
+    .dvc/config or prefect.yaml, a non-editable install; and on one that copies everything
+    without a .dockerignore."""
+    old = tmp_path / "old.Dockerfile"
+    old.write_text("FROM python:3.11\nWORKDIR /opt/sidn\nCOPY pyproject.toml constraints.txt README.md ./\n"
+                   "COPY sidn ./sidn\nCOPY pipelines ./pipelines\n"
+                   "RUN pip install --no-cache-dir -c constraints.txt '.[stack]'\n")
+    problems = "\n".join(_image_problems(old))
+    for needed in ("dvc.yaml", "dvc.lock", "params.yaml", ".dvc/config", "prefect.yaml", "editable"):
+        assert needed in problems, needed
+    context = tmp_path / "context"
+    (context / ".dvc").mkdir(parents=True)
+    (context / ".dvc" / "config.local").write_text("[core]\n")
+    (context / "runs" / "carpet").mkdir(parents=True)
+    (context / "runs" / "carpet" / "model.pt").write_bytes(b"x")
+    everything = tmp_path / "all.Dockerfile"
+    everything.write_text("FROM python:3.11\nWORKDIR /opt/sidn\nCOPY . .\n")
+    assert set(_image_files(everything, context)[1].values()) == {".dvc/config.local", "runs/carpet/model.pt"}
+    problems = _image_problems(everything, context)
+    assert {"copied into the image: .dvc/config.local", "copied into the image: runs/carpet/model.pt"} <= set(problems)
+    (context / ".dockerignore").write_text("runs\n.dvc/config.local\n")
+    assert _image_files(everything, context)[1] == {"/opt/sidn/.dockerignore": ".dockerignore"}
 
 
 # ----------------------------------------------------------------------------------------------
