@@ -5,7 +5,7 @@ How this relates to DVC (``dvc.yaml``): the tasks here are thin wrappers around 
 (:class:`pipelines.params.CategoryPaths`). DVC owns lineage (``dvc.lock``); Prefect owns
 execution: retries, parallelism, schedules and run history.
 
-* :func:`category_pipeline` -- one category: validate -> defects -> train -> calibrate ->
+* :func:`category_pipeline` -- one category: prepare -> defects -> train -> calibrate ->
   evaluate -> register, in order.
 * :func:`all_categories` -- every category fanned out with a concurrency limit: a thread pool
   (one training at a time per GPU; ``max(1, cpus // 8)`` on a CPU machine) or a Dask cluster
@@ -232,8 +232,8 @@ def _finish(paths: CategoryPaths, stage: str, result: dict[str, Any]) -> dict[st
     return {**result, "stage": stage, "outputs_md5": _outputs_md5(paths, stage)}
 
 
-@task(name="prepare", task_run_name="validate_data[{category}]", retries=2, **_TASK_OPTIONS)
-def validate_data(cfg: dict, category: str, runs_root: str, data_fp: str = "", upstream: dict | None = None) -> dict:
+@task(name="prepare", task_run_name="prepare[{category}]", retries=2, **_TASK_OPTIONS)
+def prepare(cfg: dict, category: str, runs_root: str, data_fp: str = "", upstream: dict | None = None) -> dict:
     """Manifest + great-expectations validation (bad data fails at once, never retried)."""
     paths = CategoryPaths(Path(runs_root), category)
     with portable_errors():
@@ -242,8 +242,8 @@ def validate_data(cfg: dict, category: str, runs_root: str, data_fp: str = "", u
     return _finish(paths, "prepare", result)
 
 
-@task(name="defects", task_run_name="make_defects[{category}]", retries=2, **_TASK_OPTIONS)
-def make_defects(cfg: dict, category: str, runs_root: str, data_fp: str = "", upstream: dict | None = None) -> dict:
+@task(name="defects", task_run_name="defects[{category}]", retries=2, **_TASK_OPTIONS)
+def defects(cfg: dict, category: str, runs_root: str, data_fp: str = "", upstream: dict | None = None) -> dict:
     """The fixed DGM validation set (eq. 1)."""
     paths = CategoryPaths(Path(runs_root), category)
     with portable_errors():
@@ -294,7 +294,7 @@ def register(cfg: dict, category: str, runs_root: str, data_fp: str = "", upstre
     return {**result, "stage": "register", "outputs_md5": {}}
 
 
-TASKS = {"prepare": validate_data, "defects": make_defects, "train": train, "calibrate": calibrate,
+TASKS = {"prepare": prepare, "defects": defects, "train": train, "calibrate": calibrate,
          "evaluate": evaluate, "register": register}
 
 

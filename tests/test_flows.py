@@ -95,7 +95,7 @@ def test_transient_error_is_retried_then_succeeds(prefect_server, tmp_path, tiny
         return {"category": category, "passed": True}
 
     monkeypatch.setattr(flows.prepare_stage, "run", flaky)
-    task = flows.validate_data.with_options(retry_delay_seconds=0, result_storage=tmp_path / "results")
+    task = flows.prepare.with_options(retry_delay_seconds=0, result_storage=tmp_path / "results")
 
     @flow
     def once():
@@ -114,7 +114,7 @@ def test_bad_data_is_not_retried(prefect_server, tmp_path, tiny_cfg, monkeypatch
         raise DataError(tmp_path / "data/carpet/train/good/000.png", "cannot decode image")
 
     monkeypatch.setattr(flows.prepare_stage, "run", bad)
-    task = flows.validate_data.with_options(retry_delay_seconds=0, result_storage=tmp_path / "results")
+    task = flows.prepare.with_options(retry_delay_seconds=0, result_storage=tmp_path / "results")
 
     @flow
     def once():
@@ -374,7 +374,7 @@ def test_scheduled_deployment_on_a_process_worker(prefect_server, tmp_path, mlfl
             task_runs = client.read_task_runs(task_run_filter=TaskRunFilter(
                 start_time=TaskRunFilterStartTime(after_=t0)))
             by_name = {t.name: t for t in task_runs}
-            for name in ("validate_data", "make_defects", "train", "calibrate", "evaluate", "register"):
+            for name in ("prepare", "defects", "train", "calibrate", "evaluate", "register"):
                 task_run = by_name.get(f"{name}[carpet]")
                 assert task_run is not None, sorted(by_name)
                 assert task_run.state.is_completed(), (name, task_run.state)

@@ -113,3 +113,15 @@ def test_telemetry_switches_are_written_in_one_place():
             rel = str(path.relative_to(REPO))
             if rel not in owners and rel != "tests/test_layout.py":
                 assert '"MLFLOW_DISABLE_TELEMETRY": "true"' not in path.read_text(), rel
+
+
+def test_each_stage_has_one_name():
+    """DVC stage, Prefect task, task function and task-run name are the same word (issue 14)."""
+    import yaml
+
+    from pipelines import flows
+
+    dvc_stages = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    for stage, task in flows.TASKS.items():
+        assert stage in dvc_stages
+        assert (task.name, task.fn.__name__, task.task_run_name) == (stage, stage, f"{stage}[{{category}}]")
