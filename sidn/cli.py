@@ -68,7 +68,7 @@ def model_uri_scheme(model: str) -> str | None:
 
 
 def model_uri_resolvers() -> dict[str, Any]:
-    """scheme -> its ``sidn.model_uris`` entry point (loaded only when used) or a resolver function."""
+    """scheme -> its ``sidn.model_uris`` entry point (loaded only when used; tests may put a function)."""
     return {ep.name: ep for ep in entry_points(group=MODEL_URI_GROUP)}
 
 
@@ -97,8 +97,6 @@ def resolve_model(model: str) -> Path:
                             "pip install -e '.[stack]'") from exc
     try:
         path = Path(resolver(model))
-    except KeyboardInterrupt:
-        raise
     except Exception as exc:  # the resolver's own errors (registry, network, I/O)
         text = str(exc)
         raise ModelURIError(text if model in text else f"--model {model}: {text}") from exc
