@@ -419,9 +419,9 @@ def mlflow_parent_run(cfg: SIDNConfig) -> Iterator[str | None]:
     """The MLflow parent run of a fan-out (None, with a warning, if MLflow cannot be reached:
     the register tasks then fail and retry on their own)."""
     try:
-        from pipelines import tracking
+        from pipelines.tracking import runs
 
-        manager = tracking.start_parent_run(cfg, tags={"orchestrator": "prefect"})
+        manager = runs.start_parent_run(cfg, tags={"orchestrator": "prefect"})
         run_id = manager.__enter__()
     except Exception as exc:
         get_run_logger().warning("no MLflow parent run (%s); category runs are not nested", exc)
@@ -517,14 +517,14 @@ def all_categories(categories: list[str] | None = None, max_parallel: int | None
 
 def write_registered(cfg: SIDNConfig, summary: dict[str, Any], parent_run_id: str | None, out_json: Path) -> dict:
     """``reports/registered.json`` as the DVC ``register`` stage writes it, from the register tasks."""
-    from pipelines import tracking
+    from pipelines.tracking import runs
     from sidn.io import atomic_write_json
 
     results = {}
     for category, info in summary.items():
         result = dict(info.get("results", {}).get("register") or {"category": category, "status": "skipped"})
         results[category] = {k: v for k, v in result.items() if k not in ("stage", "outputs_md5")}
-    payload = {"dataset": Path(cfg.data.root).name, "tracking_uri": tracking.tracking_uri(),
+    payload = {"dataset": Path(cfg.data.root).name, "tracking_uri": runs.tracking_uri(),
                "parent_run_id": parent_run_id, "categories": results}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_json, payload)

@@ -50,8 +50,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.params import REPO_ROOT, CategoryPaths
-from pipelines.registry import catch_text, false_alarm_text
-from pipelines.tracking import operating_point_metrics
+from pipelines.tracking.registry import catch_text, false_alarm_text
+from pipelines.tracking.runs import operating_point_metrics
 from sidn.config import RegisterConfig
 from sidn.io import atomic_write_text
 
@@ -138,7 +138,7 @@ def lookup_champions(categories: Sequence[str], floors: RegisterConfig) -> tuple
     if not uri.startswith(("http://", "https://")):
         return {}, None
     try:
-        from pipelines.registry import champion_figures
+        from pipelines.tracking.registry import champion_figures
         from sidn.config import SIDNConfig
 
         cfg = SIDNConfig(register=floors)
@@ -518,7 +518,7 @@ def build_report(runs_root: str | Path, categories: Sequence[str], out_dir: str 
 
     ``floors``: the gate whose absolute floors decide the status column (default: ``register:``
     of the repository's ``params.yaml``). ``champions``: ``{category: figures}`` as
-    :func:`pipelines.registry.champion_figures` returns them; None looks them up on the MLflow
+    :func:`pipelines.tracking.registry.champion_figures` returns them; None looks them up on the MLflow
     server of ``MLFLOW_TRACKING_URI`` (:func:`lookup_champions`), ``{}`` shows none.
     """
     out_dir = Path(out_dir)

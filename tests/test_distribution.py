@@ -1,4 +1,4 @@
-"""Model bundles through the S3 store: ``sidn registry publish`` and ``--model s3://...`` (pipelines/distribution.py).
+"""Model bundles through the S3 store: ``sidn registry publish`` and ``--model s3://...`` (pipelines/tracking/distribution.py).
 
 Without a server: the ``s3`` resolver is registered and a URI that is not a published bundle is a
 clear error (exit 2) naming it.
@@ -71,11 +71,11 @@ def _count_writes(client) -> dict[str, int]:
 
 def test_s3_resolver_is_registered() -> None:
     eps = {ep.name: ep.value for ep in entry_points(group=cli.MODEL_URI_GROUP)}
-    assert eps.get("s3") == "pipelines.distribution:resolve", "re-run pip install -e . after editing pyproject.toml"
+    assert eps.get("s3") == "pipelines.tracking.distribution:resolve", "re-run pip install -e . after editing pyproject.toml"
 
 
 def test_uris_are_parsed_and_bad_ones_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    from pipelines import distribution, model_uri
+    from pipelines.tracking import distribution, model_uri
 
     ref = distribution.parse("s3://sidn-data/bundles/models/sidn-carpet@champion")
     assert ref == distribution.BundleRef("sidn-data", "sidn-carpet", alias="champion")
@@ -102,7 +102,7 @@ def test_uris_are_parsed_and_bad_ones_named(tmp_path: Path, monkeypatch: pytest.
 @pytest.mark.integration
 def test_publish_the_champion_and_predict_from_the_store(registered, mlflow_env, mlflow_auth, s3_env, tmp_path,
                                                          monkeypatch, caplog, capsys):
-    from pipelines import distribution, storage
+    from pipelines.tracking import distribution, storage
 
     name, (v1, v2), (b1, b2) = registered["name"], registered["versions"], registered["bundles"]
     monkeypatch.setenv("SIDN_MODEL_CACHE", str(tmp_path / "publisher-cache"))
@@ -129,7 +129,7 @@ def test_publish_the_champion_and_predict_from_the_store(registered, mlflow_env,
     with as_user(mlflow_auth, VIEWER):
         assert _cli(capsys, "predict", "--model", champion, photos, "--out", tmp_path / "reg")[0] == 0
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # unreachable: the s3 path must not need it
-    caplog.set_level(logging.INFO, logger="pipelines.distribution")
+    caplog.set_level(logging.INFO, logger="pipelines.tracking.distribution")
     code, _, err = _cli(capsys, "predict", "--model", s3_champion, photos, "--out", tmp_path / "s3")
     assert code == 0, err
     assert "downloaded" in caplog.text and f"version {v1}" in caplog.text
@@ -177,7 +177,7 @@ def test_publish_the_champion_and_predict_from_the_store(registered, mlflow_env,
 
 @pytest.mark.integration
 def test_incomplete_versions_and_missing_aliases_are_refused(s3_env, tmp_path, monkeypatch, capsys):
-    from pipelines import storage
+    from pipelines.tracking import storage
 
     name = f"sidn-partial-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("SIDN_MODEL_CACHE", str(tmp_path / "cache"))
@@ -199,7 +199,7 @@ def test_incomplete_versions_and_missing_aliases_are_refused(s3_env, tmp_path, m
 
 @pytest.mark.integration
 def test_a_tampered_bundle_is_refused_and_not_cached(s3_env, tmp_path, monkeypatch, capsys):
-    from pipelines import storage
+    from pipelines.tracking import storage
 
     name = f"sidn-tampered-{uuid.uuid4().hex[:8]}"
     cache = tmp_path / "cache"

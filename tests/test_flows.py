@@ -275,7 +275,7 @@ def test_model_registered_through_prefect_is_promotable(prefect_server, tmp_path
                                                         mlflow_auth):
     from mlflow import MlflowClient
 
-    from pipelines.tracking import data_version
+    from pipelines.tracking.runs import data_version
 
     _data(tmp_path / "data")
     # a relative data root, as in params.yaml: the flow makes it absolute, DVC records it relative
@@ -324,7 +324,7 @@ def test_scheduled_deployment_on_a_process_worker(prefect_server, tmp_path, mlfl
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterStartTime
     from prefect.settings import PREFECT_API_URL
 
-    from pipelines.tracking import data_version
+    from pipelines.tracking.runs import data_version
 
     repo = make_tiny_repo(tmp_path / "repo", ["carpet"])
     raw = yaml.safe_load((repo / "params.yaml").read_text())

@@ -161,7 +161,7 @@ def make_run(root: Path, bundle: Path, pixel_auroc: float, aupro: float, image_f
 
 
 def log_and_register(tmp_path: Path, bundle: Path, data_version: str, **numbers) -> tuple[str, int, SIDNConfig]:
-    from pipelines import registry, tracking
+    from pipelines.tracking import registry, runs as tracking
 
     cfg, paths = make_run(tmp_path, bundle, **numbers)
     category = cfg.data.categories[0]
@@ -176,7 +176,7 @@ def log_and_register(tmp_path: Path, bundle: Path, data_version: str, **numbers)
 
 
 def test_tracking_uri_default_and_env(monkeypatch):
-    from pipelines import tracking
+    from pipelines.tracking import runs as tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking.tracking_uri() == f"sqlite:///{tracking.REPO_ROOT / 'mlflow.db'}"
@@ -185,7 +185,7 @@ def test_tracking_uri_default_and_env(monkeypatch):
 
 
 def test_flatten_config(tmp_path):
-    from pipelines.tracking import flatten_config
+    from pipelines.tracking.runs import flatten_config
 
     cfg = SIDNConfig()
     flat = flatten_config(cfg)
@@ -194,7 +194,7 @@ def test_flatten_config(tmp_path):
 
 
 def test_git_dirty_ignores_what_the_pipeline_itself_rewrites(tmp_path):
-    from pipelines.tracking import git_dirty
+    from pipelines.tracking.runs import git_dirty
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
@@ -224,7 +224,7 @@ def test_data_version_is_dvcs_hash_whatever_the_path(tmp_path, monkeypatch):
     dvc.lock) and an absolute one (as under Prefect), equal to what `dvc add` records."""
     import yaml
 
-    from pipelines.tracking import data_version
+    from pipelines.tracking.runs import data_version
 
     (tmp_path / "data" / "carpet" / "train" / "good").mkdir(parents=True)
     for i in range(3):
@@ -253,7 +253,7 @@ def test_pyfunc_rejects_malformed_input(bundle_file):
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode
 
-    from pipelines.pyfunc_model import SIDNPyfunc
+    from pipelines.tracking.pyfunc_model import SIDNPyfunc
 
     class Ctx:
         artifacts = {"bundle": str(bundle_file)}
@@ -297,7 +297,7 @@ def test_pyfunc_rejects_malformed_input(bundle_file):
 def test_category_run_lands_with_params_metrics_artifacts_tags(mlflow_env, bundle_file, tmp_path):
     from mlflow import MlflowClient
 
-    from pipelines import tracking
+    from pipelines.tracking import runs as tracking
 
     cfg, paths = make_run(tmp_path, bundle_file, pixel_auroc=0.95, aupro=0.85, history_steps=7)
     cfg.train.lr = 123.0  # a stage-restricted caller config: params come from the bundle's config
@@ -351,7 +351,7 @@ def test_parent_run_without_children_is_deleted(mlflow_env):
     """A rerun where every category was cached leaves no empty parent run behind."""
     from mlflow import MlflowClient
 
-    from pipelines import tracking
+    from pipelines.tracking import runs as tracking
 
     with tracking.start_parent_run(SIDNConfig(), name="pipeline-all-cached") as parent:
         pass
@@ -366,7 +366,7 @@ def registry_story(mlflow_env, mlflow_auth, bundle_file, tmp_path_factory):
     """
     from mlflow import MlflowClient
 
-    from pipelines import registry
+    from pipelines.tracking import registry
 
     client = MlflowClient(mlflow_env)
     log: dict = {}
@@ -485,7 +485,7 @@ def test_bad_first_model_stopped_by_absolute_floors(mlflow_env, mlflow_auth, bun
     """A first model that catches 0 of 60 defective images must not become champion (sidn-y: no champion yet)."""
     from mlflow import MlflowClient
 
-    from pipelines import registry
+    from pipelines.tracking import registry
 
     client = MlflowClient(mlflow_env)
 
@@ -522,8 +522,8 @@ def test_server_refuses_champion_moves_by_anyone_but_the_release_manager(registr
 
     from mlflow.exceptions import MlflowException
 
-    from pipelines import registry
-    from pipelines.registry_cli import register
+    from pipelines.tracking import registry
+    from pipelines.tracking.cli import register
 
     client, log = registry_story
     uri = os.environ["MLFLOW_TRACKING_URI"]
@@ -574,8 +574,8 @@ def test_server_refuses_champion_moves_by_anyone_but_the_release_manager(registr
 def test_rollback_and_listing(registry_story, mlflow_auth, capsys):
     import argparse
 
-    from pipelines import registry
-    from pipelines.registry_cli import register
+    from pipelines.tracking import registry
+    from pipelines.tracking.cli import register
 
     client, log = registry_story
     parser = argparse.ArgumentParser(prog="sidn")
@@ -657,7 +657,7 @@ def test_report_puts_champion_and_this_run_side_by_side(registry_story, bundle_f
 def test_load_champion_and_predict(registry_story, bundle_file):
     import mlflow
 
-    from pipelines.pyfunc_model import decode_anomaly_map, decode_png
+    from pipelines.tracking.pyfunc_model import decode_anomaly_map, decode_png
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     model = mlflow.pyfunc.load_model(f"models:/sidn-x@champion")
@@ -692,7 +692,7 @@ def test_champion_loads_without_the_repo(registry_story, tmp_path):
 
 def _check_against_local(rows: list[dict], images: list[np.ndarray], bundle: Path, jpeg_second: bool = False) -> None:
     """Served / loaded outputs equal a local Predictor's on the same decoded images."""
-    from pipelines.pyfunc_model import decode_anomaly_map, decode_png
+    from pipelines.tracking.pyfunc_model import decode_anomaly_map, decode_png
     from sidn.data.mvtec import decode_bytes, raw_to_gray
 
     model, cfg, _ = load_bundle(bundle)

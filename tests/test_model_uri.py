@@ -1,4 +1,4 @@
-"""``--model models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` in the CLI (pipelines/model_uri.py).
+"""``--model models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` in the CLI (pipelines/tracking/model_uri.py).
 
 Without a server: the CLI's URI plumbing (``sidn.model_uris`` entry points): a plain path works
 as before, an unknown scheme, no resolver installed, a resolver's failure and ``calibrate`` on a
@@ -78,7 +78,7 @@ def _bundle(path: Path, seed: int = 0, quantile: float = 0.8) -> Path:
 
 def test_models_resolver_is_registered() -> None:
     eps = {ep.name: ep.value for ep in entry_points(group=cli.MODEL_URI_GROUP)}
-    assert eps.get("models") == "pipelines.model_uri:resolve", "re-run pip install -e . after editing pyproject.toml"
+    assert eps.get("models") == "pipelines.tracking.model_uri:resolve", "re-run pip install -e . after editing pyproject.toml"
 
 
 def test_paths_and_uris_are_told_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,7 +120,7 @@ def test_uri_errors_name_the_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_resolver_parses_and_needs_a_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("mlflow")
-    from pipelines import model_uri
+    from pipelines.tracking import model_uri
 
     assert model_uri.parse("models:/sidn-carpet@champion") == model_uri.ModelRef("sidn-carpet", alias="champion")
     assert model_uri.parse("models:/sidn-carpet/3") == model_uri.ModelRef("sidn-carpet", version="3")
@@ -148,7 +148,7 @@ def registered(mlflow_env, mlflow_auth, tmp_path_factory):
     import mlflow
     from mlflow import MlflowClient
 
-    from pipelines.pyfunc_model import log_pyfunc_model
+    from pipelines.tracking.pyfunc_model import log_pyfunc_model
 
     root = tmp_path_factory.mktemp("model-uri")
     name = f"sidn-uri-{uuid.uuid4().hex[:8]}"
@@ -171,13 +171,13 @@ def _cli(*argv: str) -> int:
 
 @pytest.mark.integration
 def test_predict_and_export_from_the_registry(registered, mlflow_auth, tmp_path, monkeypatch, caplog, capsys):
-    from pipelines import model_uri
+    from pipelines.tracking import model_uri
 
     name, (v1, v2), (b1, b2) = registered["name"], registered["versions"], registered["bundles"]
     cache = tmp_path / "cache"
     monkeypatch.setenv("SIDN_MODEL_CACHE", str(cache))
     photos = _photos(tmp_path)
-    caplog.set_level(logging.INFO, logger="pipelines.model_uri")
+    caplog.set_level(logging.INFO, logger="pipelines.tracking.model_uri")
 
     # the local bundle: the reference outputs
     assert _cli("predict", "--model", b1, photos, "--out", tmp_path / "local") == 0

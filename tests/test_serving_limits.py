@@ -30,7 +30,7 @@ pytest.importorskip("mlflow")
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, ErrorCode  # noqa: E402
 
-from pipelines.pyfunc_model import (  # noqa: E402
+from pipelines.tracking.pyfunc_model import (  # noqa: E402
     DEFAULT_MODEL_CONFIG,
     RequestTooLarge,
     SIDNPyfunc,
@@ -192,7 +192,7 @@ def test_at_limit_request_is_predicted_in_bounded_chunks(bundle, monkeypatch):
 CHILD = r"""
 import json, resource, sys, time
 import pandas as pd
-from pipelines.pyfunc_model import SIDNPyfunc, example_input
+from pipelines.tracking.pyfunc_model import SIDNPyfunc, example_input
 from mlflow.exceptions import MlflowException
 
 bundle, b64_file, n, config = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
@@ -263,7 +263,7 @@ def test_scoring_server_answers_413(bundle, zeros36, tmp_path):
     from fastapi.testclient import TestClient
     from mlflow.pyfunc import scoring_server
 
-    from pipelines import pyfunc_model
+    from pipelines.tracking import pyfunc_model
 
     path = tmp_path / "pyfunc"
     mlflow.pyfunc.save_model(

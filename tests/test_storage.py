@@ -1,4 +1,4 @@
-"""pipelines/storage.py against a real S3 server (OpenStack Swift + s3api on loopback).
+"""pipelines/tracking/storage.py against a real S3 server (OpenStack Swift + s3api on loopback).
 
 Round trips with checksums, multipart, idempotent re-uploads, corrupted objects, wrong credentials
 (one request, no retry storm), the store stopped in the middle of a bundle upload (clear failure, no
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from fixtures_s3 import s3_env, s3_server  # noqa: F401  (session server, shared through a refcount)
-from pipelines import storage
+from pipelines.tracking import storage
 
 MB = 1024 * 1024
 BUCKET = "sidn-data"
@@ -286,7 +286,7 @@ def test_short_outage_is_retried(s3_env, tmp_path):
 
 @pytest.mark.integration
 def test_nothing_secret_in_logs(s3_env, tmp_path, caplog):
-    caplog.set_level(logging.DEBUG, logger="pipelines.storage")
+    caplog.set_level(logging.DEBUG, logger="pipelines.tracking.storage")
     src = _write(tmp_path / "d" / "f.txt", b"data")
     storage.upload_prefix(src.parent, BUCKET, _prefix("logs"))
     secret = s3_env.secret_access_key

@@ -2,12 +2,12 @@
 
     python -m pipelines.stages.register RUNS_DIR OUT_JSON       # runs -> reports/registered.json
 
-A thin call into :mod:`pipelines.tracking` (owned by the MLflow side): per category, one MLflow
+A thin call into :mod:`pipelines.tracking.runs` (owned by the MLflow side): per category, one MLflow
 run with params, metrics and artifacts, and a new version of ``sidn-<category>`` with the alias
 ``challenger``. Promotion to ``champion`` is not done here (``sidn promote``).
 
 Tracking store: ``MLFLOW_TRACKING_URI`` if set, else the local sqlite store in the repo that
-:mod:`pipelines.tracking` defaults to -- so the stage works without any server. If a configured
+:mod:`pipelines.tracking.runs` defaults to -- so the stage works without any server. If a configured
 server cannot be reached, the stage fails (exit 1) after the categories' other outputs are
 complete; ``dvc repro`` later re-runs only this stage. OUT_JSON records what was registered
 (category -> model name, version, run id), or why a category was skipped.
@@ -33,10 +33,10 @@ def register_category(cfg: SIDNConfig, category: str, runs_root: Path,
     if missing:
         return {"category": category, "status": "skipped", "reason": "missing " + ", ".join(missing)}
     try:
-        from pipelines import registry, tracking
+        from pipelines.tracking import registry, runs
     except ImportError as exc:
         return {"category": category, "status": "skipped", "reason": f"MLflow tracking unavailable: {exc}"}
-    run_id = tracking.log_category_run(cfg, category, paths, parent_run_id=parent_run_id)
+    run_id = runs.log_category_run(cfg, category, paths, parent_run_id=parent_run_id)
     version = registry.register_challenger(run_id, category, cfg)
     return {"category": category, "status": "registered", "run_id": run_id,
             "model": registry.model_name(category, cfg), "version": version, "alias": "challenger"}
@@ -44,12 +44,12 @@ def register_category(cfg: SIDNConfig, category: str, runs_root: Path,
 
 def run(cfg: SIDNConfig, runs_root: Path, out_json: Path) -> dict[str, Any]:
     """Register every category under one MLflow parent run; write the record to ``out_json``."""
-    from pipelines import tracking
+    from pipelines.tracking import runs
     from sidn.io import atomic_write_json
 
-    with tracking.start_parent_run(cfg, tags={"orchestrator": "dvc"}) as parent_run_id:
+    with runs.start_parent_run(cfg, tags={"orchestrator": "dvc"}) as parent_run_id:
         results = {c: register_category(cfg, c, runs_root, parent_run_id) for c in cfg.data.categories}
-    payload = {"dataset": Path(cfg.data.root).name, "tracking_uri": tracking.tracking_uri(),
+    payload = {"dataset": Path(cfg.data.root).name, "tracking_uri": runs.tracking_uri(),
                "parent_run_id": parent_run_id, "categories": results}
     atomic_write_json(Path(out_json), payload)
     return payload

@@ -29,7 +29,7 @@ stages wrote (layout of :class:`pipelines.params.CategoryPaths`, ``runs/<categor
   ``overlays/`` (the gallery, worst first), ``config/config.yaml`` (the same resolved config),
   ``data/manifest.csv`` and ``data/validation.{md,html}`` (data validation report),
   ``eval/metrics.json``, ``eval/calibration.json``; the MLflow model ``model`` (pyfunc, see
-  :mod:`pipelines.pyfunc_model`) holding the calibrated bundle;
+  :mod:`pipelines.tracking.pyfunc_model`) holding the calibrated bundle;
 * tags: ``git_commit`` (``git rev-parse HEAD``, ``unknown`` outside git), ``git_dirty`` (tracked
   files other than the pipeline's own outputs changed against HEAD), ``data_version`` (see :func:`data_version`), ``data_validation`` (``passed`` / ``failed`` /
   ``missing``), ``dataset``, ``category``, ``model_uri``, and what the model was trained on as the
@@ -38,6 +38,9 @@ stages wrote (layout of :class:`pipelines.params.CategoryPaths`, ``runs/<categor
 
 DVC keeps the data and the pipeline state; MLflow keeps runs and models: no dataset file is
 logged here (only the manifest that lists it), and no environment variable is logged.
+
+Over 400 lines: one concept, the content of a category run (where it goes, its tags, metrics,
+plots and artifacts), all read from the category's files under ``runs/<category>/``.
 """
 
 from __future__ import annotations
@@ -524,7 +527,7 @@ def log_category_run(
     logged when present. ``parent_run_id`` nests the run under :func:`start_parent_run`'s run.
     ``tags`` are added last (they may override e.g. ``data_version``). With ``log_model`` the
     calibrated bundle is logged as the pyfunc model ``model`` (register it with
-    :func:`pipelines.registry.register_challenger`).
+    :func:`pipelines.tracking.registry.register_challenger`).
     """
     import tempfile
 
@@ -563,7 +566,7 @@ def log_category_run(
         with tempfile.TemporaryDirectory(prefix="sidn-mlflow-") as tmp:
             _log_artifacts(client, run_id, paths, run_cfg, metrics, Path(tmp))
         if log_model:
-            from pipelines.pyfunc_model import log_pyfunc_model
+            from pipelines.tracking.pyfunc_model import log_pyfunc_model
 
             with mlflow.start_run(run_id=run_id, nested=True):
                 info = log_pyfunc_model(paths.model, name=MODEL_NAME, model_config=model_config)

@@ -417,7 +417,7 @@ class SIDNPyfunc(PythonModel):
 
 
 # --------------------------------------------------------------------------------------
-# logging (called from pipelines.tracking inside an active run)
+# logging (called from pipelines.tracking.runs inside an active run)
 
 
 def signature() -> Any:

@@ -1,5 +1,5 @@
 """``sidn promote`` and ``sidn registry``: the MLflow side of the CLI (entry point
-``sidn.commands: mlflow = pipelines.registry_cli:register``).
+``sidn.commands: mlflow = pipelines.tracking.cli:register``).
 
     sidn promote --category carpet                        # compare + gate; records a pending request
     sidn promote --category carpet --approve --by alice   # compare + gate; moves `champion` if it passes
@@ -16,7 +16,7 @@ for ``--to``, an absolute floor) refused, 2 an error (no challenger, unknown ver
 version that was never champion, --approve or --to without --by, no server, or the server
 refused: only a release manager may move ``champion``, HTTP 403).
 ``sidn registry publish`` copies a registered version's bundle into the S3 store for line
-machines that reach object storage only (pipelines/distribution.py); it exits 2 on any error.
+machines that reach object storage only (pipelines/tracking/distribution.py); it exits 2 on any error.
 The store is ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<repo>/mlflow.db``. MLflow is
 imported inside the handlers only, so ``sidn --help`` stays fast.
 """
@@ -55,8 +55,8 @@ def _config(args: argparse.Namespace):  # -> SIDNConfig
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from pipelines.registry import RegistryError, promote
-    from pipelines.tracking import data_version, tracking_uri
+    from pipelines.tracking.registry import RegistryError, promote
+    from pipelines.tracking.runs import data_version, tracking_uri
 
     _quick_failure()
     cfg = _config(args)
@@ -97,8 +97,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    from pipelines.registry import format_defects, format_registry, list_registry, to_records
-    from pipelines.tracking import tracking_uri
+    from pipelines.tracking.registry import format_defects, format_registry, list_registry, to_records
+    from pipelines.tracking.runs import tracking_uri
 
     _quick_failure()
     cfg = _config(args)
@@ -120,8 +120,8 @@ def cmd_registry(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from pipelines.distribution import publish
-    from pipelines.model_uri import ModelURIError
+    from pipelines.tracking.distribution import publish
+    from pipelines.tracking.model_uri import ModelURIError
 
     _quick_failure()
     try:

@@ -22,7 +22,7 @@ Promotion (``sidn promote --category C``):
 1. :func:`compare` puts challenger and champion side by side on the **same evaluation data**.
    Each version carries the ``data_version`` tag of the data it was evaluated on (DVC's md5 of
    ``<data.root>/<category>``, the value ``dvc.lock`` records for it; one definition for the DVC
-   and the Prefect paths, see :func:`pipelines.tracking.data_version`). If the champion's differs from
+   and the Prefect paths, see :func:`pipelines.tracking.runs.data_version`). If the champion's differs from
    the challenger's (or either is ``unknown``), the champion's bundle is downloaded and
    re-evaluated with ``evaluate_fn(bundle_path) -> metrics`` (``sidn promote`` passes
    :func:`sidn.jobs.evaluate_category` on the current data); without ``evaluate_fn`` the gate
@@ -39,7 +39,7 @@ Promotion (``sidn promote --category C``):
    * ``pixel_auroc`` / ``aupro``: challenger >= champion + ``min_pixel_auroc_delta`` /
      ``min_aupro_delta`` (the deltas are negative tolerances);
    * ``same_evaluation_data`` (see 1) and ``current_data`` (the challenger was evaluated on the
-     data there is now, :func:`pipelines.tracking.data_version`, when that is known).
+     data there is now, :func:`pipelines.tracking.runs.data_version`, when that is known).
 
    **First champion:** with no champion yet, the absolute checks apply (floors, data
    validation, false-alarm rates): there is nothing to compare with.
@@ -56,6 +56,10 @@ Promotion (``sidn promote --category C``):
    ``rolled_back_from`` on ``V``.
 
 Every champion change is also appended to the registered model's tag ``champion_history``.
+
+Over 400 lines: registration, the gate, promotion and the listing share the view of a version
+(:class:`Side`) and the formatting of the figures at the threshold; split, those shared pieces
+would need a third module.
 """
 
 from __future__ import annotations
@@ -72,7 +76,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import pandas as pd
 
-from pipelines.tracking import OPERATING_POINT_METRICS, finite_or_none, operating_point_metrics
+from pipelines.tracking.runs import OPERATING_POINT_METRICS, finite_or_none, operating_point_metrics
 from sidn.config import RegisterConfig, SIDNConfig
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -82,7 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 KEY_METRICS = ("pixel_auroc", "aupro", "image_auroc", "image_far", "threshold")
-#: figures at the shipped threshold (test split), see :func:`pipelines.tracking.operating_point_metrics`
+#: figures at the shipped threshold (test split), see :func:`pipelines.tracking.runs.operating_point_metrics`
 OP_METRICS = OPERATING_POINT_METRICS
 VERSION_METRICS = KEY_METRICS + OP_METRICS
 #: per defect type: the threshold-free pixel AUROC plus the figures at the threshold
@@ -107,7 +111,7 @@ def _now() -> str:
 def _client(client: "MlflowClient | None") -> "MlflowClient":
     if client is not None:
         return client
-    from pipelines.tracking import get_client
+    from pipelines.tracking.runs import get_client
 
     return get_client()
 
@@ -416,7 +420,7 @@ def compare(
 
     ``evaluate_fn(bundle_path) -> {"pixel_auroc", "aupro", "operating_point", ...}`` re-evaluates
     the champion when its data version differs from the challenger's. ``current_data_version``
-    (:func:`pipelines.tracking.data_version` of the data now) adds the check that the challenger was evaluated on the current data
+    (:func:`pipelines.tracking.runs.data_version` of the data now) adds the check that the challenger was evaluated on the current data
     (skipped if ``None`` or ``unknown``).
     """
     client = _client(client)

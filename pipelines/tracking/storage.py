@@ -31,6 +31,8 @@ Bucket conventions (see ``infra/README.md``): ``s3://sidn-data/dvc`` is the DVC 
 ``s3://sidn-mlflow/artifacts`` is MLflow's artifact destination.
 
 This module is part of ``pipelines/``; the ``sidn`` library never imports it (nor boto3).
+Over 400 lines: one concept, the checksummed S3 store; its upload, download, manifest and
+multipart pieces share the client, the digests and the error mapping.
 """
 
 from __future__ import annotations
@@ -354,7 +356,7 @@ def download_file(
     if not want and not want_md5 and require_checksum:
         raise StorageError(
             f"{_url(bucket, key)}: no sha256 metadata and a multipart ETag, so the download cannot be "
-            "verified (upload it with pipelines.storage, or pass require_checksum=False)"
+            "verified (upload it with pipelines.tracking.storage, or pass require_checksum=False)"
         )
     if want and path.is_file() and sha256_file(path) == want:
         return TransferResult(key, path, want, path.stat().st_size, skipped=True)

@@ -1,6 +1,6 @@
 """``--model models:/NAME@ALIAS`` and ``--model models:/NAME/VERSION`` for the ``sidn`` CLI.
 
-Entry point ``sidn.model_uris: models = pipelines.model_uri:resolve`` (pyproject.toml): the CLI
+Entry point ``sidn.model_uris: models = pipelines.tracking.model_uri:resolve`` (pyproject.toml): the CLI
 (``sidn predict``, ``sidn export``, ``sidn evaluate``, ``sidn bench``) hands a ``models:/`` URI
 to :func:`resolve` and gets back the path of a local SIDN bundle (``model.pt``), so ``sidn/``
 never imports MLflow::
@@ -10,7 +10,7 @@ never imports MLflow::
 
 An alias is resolved to its version with ``MlflowClient.get_model_version_by_alias`` (one call
 to the registry every time: the alias may have moved). Only the bundle artifact of the
-registered pyfunc model is downloaded (``pipelines.pyfunc_model.BUNDLE_ARTIFACT``; its path
+registered pyfunc model is downloaded (``pipelines.tracking.pyfunc_model.BUNDLE_ARTIFACT``; its path
 inside the model is read from the model's ``MLmodel``), into a per-version cache folder::
 
     $SIDN_MODEL_CACHE (default ${XDG_CACHE_HOME:-~/.cache}/sidn/models)
@@ -21,7 +21,7 @@ and run, so a version number reused on another server or after a model was delet
 re-created is a different folder. The folder is written whole into a temporary sibling and
 renamed into place (atomic; a concurrent download of the same version keeps the first one),
 and is reused as is by the next call. The store is ``MLFLOW_TRACKING_URI`` if set, else the
-repository's ``sqlite:///<repo>/mlflow.db`` (:func:`pipelines.tracking.tracking_uri`);
+repository's ``sqlite:///<repo>/mlflow.db`` (:func:`pipelines.tracking.runs.tracking_uri`);
 ``MLFLOW_REGISTRY_URI`` overrides the registry. Errors (no such model, version or alias; no
 server; no bundle in the model) raise :class:`ModelURIError` naming the URI.
 """
@@ -101,7 +101,7 @@ def _quiet_and_quick() -> None:
 
 
 def _store_uris() -> tuple[str, str]:
-    from pipelines.tracking import tracking_uri
+    from pipelines.tracking.runs import tracking_uri
 
     tracking = tracking_uri()
     return tracking, os.environ.get("MLFLOW_REGISTRY_URI") or tracking
@@ -136,7 +136,7 @@ def _bundle_path_in_model(mlmodel: Path, uri: str) -> str:
     """Where the bundle artifact lies inside the logged model (``artifacts/model.pt``), from ``MLmodel``."""
     import yaml
 
-    from pipelines.pyfunc_model import BUNDLE_ARTIFACT
+    from pipelines.tracking.pyfunc_model import BUNDLE_ARTIFACT
 
     doc = yaml.safe_load(mlmodel.read_text()) or {}
     artifacts = ((doc.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}
@@ -144,7 +144,7 @@ def _bundle_path_in_model(mlmodel: Path, uri: str) -> str:
     path = entry.get("path") if isinstance(entry, dict) else None
     if not path:
         raise ModelURIError(f"{uri}: the registered model has no '{BUNDLE_ARTIFACT}' artifact "
-                            f"(not a SIDN model logged by pipelines.pyfunc_model); artifacts: {sorted(artifacts)}")
+                            f"(not a SIDN model logged by pipelines.tracking.pyfunc_model); artifacts: {sorted(artifacts)}")
     return str(path)
 
 

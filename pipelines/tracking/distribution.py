@@ -5,8 +5,8 @@ to the store)::
 
     sidn registry publish models:/sidn-carpet@champion      # or models:/sidn-carpet/3; --bucket sidn-data
 
-resolves the registered version with :func:`pipelines.model_uri.resolve` (the bundle is downloaded
-once, cached) and publishes it with :func:`pipelines.storage.publish_bundle` as one immutable
+resolves the registered version with :func:`pipelines.tracking.model_uri.resolve` (the bundle is downloaded
+once, cached) and publishes it with :func:`pipelines.tracking.storage.publish_bundle` as one immutable
 version (uploaded, checked, then marked ``_COMPLETE``)::
 
     s3://<bucket>/bundles/models/<name>/<version>/model.pt       the bundle, byte for byte
@@ -18,20 +18,20 @@ The alias pointer is written only after its version is complete, so a reader fol
 lands on a half-written version. Publishing a version that is already there is a no-op, and so is
 re-pointing an alias at the version it already names.
 
-Using (entry point ``sidn.model_uris: s3 = pipelines.distribution:resolve``)::
+Using (entry point ``sidn.model_uris: s3 = pipelines.tracking.distribution:resolve``)::
 
     sidn predict --model s3://sidn-data/bundles/models/sidn-carpet/3 photos/ --out predictions/
     sidn predict --model s3://sidn-data/bundles/models/sidn-carpet@champion photos/ --out predictions/
 
 :func:`resolve` reads the alias pointer (every call: the alias may have moved) and the version's
-manifest, and downloads the files with :func:`pipelines.storage.fetch_bundle` (each verified against
+manifest, and downloads the files with :func:`pipelines.tracking.storage.fetch_bundle` (each verified against
 the manifest's SHA-256) into a per-version cache folder, written whole and renamed into place::
 
-    <pipelines.model_uri.cache_root()>/s3/<endpoint>/<bucket>/<name>/v<version>-<sha256[:10]>/model.pt
+    <pipelines.tracking.model_uri.cache_root()>/s3/<endpoint>/<bucket>/<name>/v<version>-<sha256[:10]>/model.pt
 
 Later calls use that copy. A version without ``_COMPLETE`` or whose bytes do not match the manifest
 is refused with :class:`DistributionError` naming the URI, and nothing is left in the cache.
-Endpoint and credentials are the standard AWS variables (see :mod:`pipelines.storage`).
+Endpoint and credentials are the standard AWS variables (see :mod:`pipelines.tracking.storage`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines import model_uri, storage
+from pipelines.tracking import model_uri, storage
 
 SCHEME = "s3"
 DEFAULT_BUCKET = "sidn-data"
