@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Measure the local stack: start-up time of each service, and DVC push/pull of a realistic folder.
 
-    .venv/bin/python infra/measure.py [--mb 50] [--keep]
+    .venv/bin/python -m infra.measure [--mb 50] [--keep]      (from the repository root)
 
 Starts the services one group at a time (so each start-up time is measured alone, not competing
 for the CPUs with the others) in a fresh state folder under /tmp (ports from the usual SIDN_*_PORT
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -26,15 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _stack():
-    spec = importlib.util.spec_from_file_location("sidn_infra_stack", REPO / "infra" / "stack.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+from infra import REPO
+from infra.dvc_remote import configure_dvc_remote
+from infra.environment import TELEMETRY_OFF, main_venv_bin
+from infra.stack import Stack, StackConfig
+from infra.swift import DATA_BUCKET
 
 
 def make_pngs(folder: Path, megabytes: float, seed: int = 0) -> int:
@@ -74,14 +68,13 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="leave the services running")
     args = ap.parse_args()
 
-    stack = _stack()
     state = Path(tempfile.mkdtemp(prefix="sidn-measure-"))
     os.environ["SIDN_INFRA_DIR"] = str(state)
     os.environ.setdefault("SIDN_SWIFT_VENV", str(REPO / ".infra" / "venv-swift"))
-    for k, v in stack.TELEMETRY_OFF.items():
+    for k, v in TELEMETRY_OFF.items():
         os.environ[k] = v
-    cfg = stack.StackConfig.from_env()
-    s = stack.Stack(cfg)
+    cfg = StackConfig.from_env()
+    s = Stack(cfg)
     results: dict = {"services": {}, "machine": {"cpus": os.cpu_count()}}
     try:
         t_all = time.monotonic()
@@ -95,10 +88,10 @@ def main() -> int:
         work = state / "measure"
         repo = work / "repo"
         repo.mkdir(parents=True)
-        env = {**os.environ, **stack.TELEMETRY_OFF,
+        env = {**os.environ, **TELEMETRY_OFF,
                "GIT_AUTHOR_NAME": "m", "GIT_AUTHOR_EMAIL": "m@example.invalid",
                "GIT_COMMITTER_NAME": "m", "GIT_COMMITTER_EMAIL": "m@example.invalid"}
-        dvc = stack.main_venv_bin("dvc")
+        dvc = main_venv_bin("dvc")
 
         def run(*cmd: str) -> float:
             t0 = time.monotonic()
@@ -112,7 +105,7 @@ def main() -> int:
         size = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
         digest = tree_digest(data)
         t_add = run(dvc, "add", "-q", "data/pngs")
-        stack.configure_dvc_remote(repo, s.s3_endpoint, s.creds, url=f"s3://{stack.DATA_BUCKET}/measure-dvc")
+        configure_dvc_remote(repo, s.s3_endpoint, s.creds, url=f"s3://{DATA_BUCKET}/measure-dvc")
         t_push = run(dvc, "push")
         shutil.rmtree(repo / ".dvc" / "cache")
         shutil.rmtree(data)
@@ -123,18 +116,17 @@ def main() -> int:
                           "round_trip_s": round(t_push + t_pull, 2), "bytes_match": True}
 
         # the same folder through pipelines/storage.py (boto3, sha256 verified both ways)
-        sys.path.insert(0, str(REPO))
         for k, v in s.client_env().items():
             os.environ[k] = v
         from pipelines import storage
 
         client = storage.make_client()
         t0 = time.monotonic()
-        storage.upload_prefix(data, stack.DATA_BUCKET, "measure-boto3/pngs", client=client)
+        storage.upload_prefix(data, DATA_BUCKET, "measure-boto3/pngs", client=client)
         t_up = time.monotonic() - t0
         out = work / "boto3-out"
         t0 = time.monotonic()
-        storage.download_prefix(stack.DATA_BUCKET, "measure-boto3/pngs", out, client=client)
+        storage.download_prefix(DATA_BUCKET, "measure-boto3/pngs", out, client=client)
         t_down = time.monotonic() - t0
         assert tree_digest(out) == digest
         results["boto3_storage"] = {"upload_s": round(t_up, 2), "download_s": round(t_down, 2)}

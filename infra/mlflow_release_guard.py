@@ -22,7 +22,7 @@ Configuration: the ``[sidn]`` section of the auth config file (``MLFLOW_AUTH_CON
     protected_aliases = champion
 
 The server imports this module by name (``mlflow_release_guard``): ``infra/`` is on its
-``PYTHONPATH`` (``infra/stack.py`` and the test fixture set it). It imports only the standard
+``PYTHONPATH`` (``infra/mlflow_auth.py`` sets it, for `make up` and the test fixture). It imports only the standard
 library at import time; Flask and MLflow come from the server process.
 """
 

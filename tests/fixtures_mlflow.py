@@ -39,11 +39,12 @@ import urllib.request
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 from unittest import mock
 
 import pytest
 
+from infra.mlflow_auth import MlflowAuth
 from pipelines import telemetry
 
 TELEMETRY_OFF = {**telemetry.TELEMETRY_OFF, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
@@ -108,23 +109,15 @@ VIEWER = "sidn-viewer"
 CREDENTIAL_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
-def load_stack() -> Any:
-    """``infra/stack.py`` as a module (shared with ``fixtures_s3``)."""
-    from fixtures_s3 import load_stack as load
-
-    return load()
-
-
 @pytest.fixture(scope="session")
-def mlflow_auth(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def mlflow_auth(tmp_path_factory: pytest.TempPathFactory) -> MlflowAuth:
     """The test server's :class:`MlflowAuth` (config, users, throw-away passwords in a temp folder)."""
-    stack = load_stack()
-    return stack.MlflowAuth(tmp_path_factory.mktemp("mlflow-auth"), users={
+    return MlflowAuth(tmp_path_factory.mktemp("mlflow-auth"), users={
         RELEASE_MANAGER: "sidn-release-managers", PIPELINE_USER: "sidn-pipelines", VIEWER: None})
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_auth: Any) -> Iterator[str]:
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_auth: MlflowAuth) -> Iterator[str]:
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     log = root / "server.log"
@@ -148,7 +141,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, mlflow_auth: Any) ->
 
 
 @contextmanager
-def as_user(auth: Any, user: str | None) -> Iterator[None]:
+def as_user(auth: MlflowAuth, user: str | None) -> Iterator[None]:
     """Within the block, MLflow clients of this process authenticate as ``user`` (None: anonymous)."""
     with mock.patch.dict(os.environ):
         for k in CREDENTIAL_VARS:
@@ -159,7 +152,7 @@ def as_user(auth: Any, user: str | None) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def mlflow_env(mlflow_server: str, mlflow_auth: Any) -> Iterator[str]:
+def mlflow_env(mlflow_server: str, mlflow_auth: MlflowAuth) -> Iterator[str]:
     """``MLFLOW_TRACKING_URI`` -> the test server as ``sidn-pipeline``, fresh ``MLFLOW_EXPERIMENT_NAME``;
     restored after."""
     keys = ["MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", *CREDENTIAL_VARS, *TELEMETRY_OFF]

@@ -18,31 +18,21 @@ several modules still starts one server.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Iterator
 
 import pytest
 
+from infra.credentials import S3Credentials
+from infra.ports import free_ports
+from infra.processes import ProcessManager
+from infra.swift import BUCKETS, S3_REGION, SwiftS3
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def load_stack() -> ModuleType:
-    """``infra/stack.py`` as a module (it is a script, not part of an installed package)."""
-    name = "sidn_infra_stack"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "infra" / "stack.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def swift_venv() -> Path:
@@ -71,8 +61,8 @@ class S3Server:
     buckets: tuple[str, ...]
     root: Path
     ports: dict[str, int]
-    _pm: Any = field(repr=False)
-    _swift: Any = field(repr=False)
+    _pm: ProcessManager = field(repr=False)
+    _swift: SwiftS3 = field(repr=False)
 
     def env(self) -> dict[str, str]:
         """Client environment: the standard AWS variables plus MLflow's S3 endpoint."""
@@ -108,20 +98,19 @@ _STATE: dict[str, Any] = {"server": None, "refs": 0}
 
 
 def _start_server() -> S3Server:
-    stack = load_stack()
     venv = swift_venv()
     root = Path(tempfile.mkdtemp(prefix="sidn-s3-"))
     names = ("s3", "swift-account", "swift-container", "swift-object")
-    ports = dict(zip(names, stack.free_ports(len(names))))
-    creds = stack.S3Credentials.generate("test", "tester")
-    swift = stack.SwiftS3(root / "swift", ports, creds, venv)
-    pm = stack.ProcessManager(root)
+    ports = dict(zip(names, free_ports(len(names))))
+    creds = S3Credentials.generate("test", "tester")
+    swift = SwiftS3(root / "swift", ports, creds, venv)
+    pm = ProcessManager(root)
     swift.configure()
     specs = swift.specs(timeout=90)
     try:
         pm.start_all(specs[:3])
         pm.start_all(specs[3:])
-        swift.ensure_buckets(stack.BUCKETS)
+        swift.ensure_buckets(BUCKETS)
     except BaseException:
         for s in reversed(specs):
             pm.stop(s.name, timeout=5)
@@ -130,8 +119,8 @@ def _start_server() -> S3Server:
         endpoint=swift.endpoint,
         access_key_id=creds.access_key_id,
         secret_access_key=creds.secret_access_key,
-        region=stack.S3_REGION,
-        buckets=tuple(stack.BUCKETS),
+        region=S3_REGION,
+        buckets=tuple(BUCKETS),
         root=root,
         ports=ports,
         _pm=pm,

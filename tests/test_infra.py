@@ -22,8 +22,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures_s3 import load_stack, s3_server, swift_venv  # noqa: F401  (session server, refcounted)
+from fixtures_s3 import s3_server, swift_venv  # noqa: F401  (session server, refcounted)
 from helpers_infra import BIN, clean_env, configure_dvc_remote, run_cmd, start_mlflow_s3
+
+from infra.environment import base_env
+from infra.ports import PORT_DEFAULTS, free_ports, port_is_free
+from infra.processes import ProcessManager, ServiceSpec, group_members
+from infra.stack import WORK_POOL
 
 REPO = Path(__file__).resolve().parent.parent
 K8S = REPO / "infra" / "k8s"
@@ -520,7 +525,7 @@ def test_repository_prefect_yaml_targets_only_the_local_pool():
     """`make deploy` runs `prefect deploy --all` on prefect.yaml against `make up`'s server, whose only
     pool is the process pool; a deployment on another pool (sidn-gpu) would fail all of them."""
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    assert {d["work_pool"]["name"] for d in spec["deployments"]} == {load_stack().WORK_POOL}
+    assert {d["work_pool"]["name"] for d in spec["deployments"]} == {WORK_POOL}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("prefect_kubernetes") is None,
@@ -751,7 +756,6 @@ def test_dvc_push_wipe_pull_round_trip(s3_server, tmp_path):
 
 @pytest.mark.integration
 def test_mlflow_artifacts_live_in_the_s3_store(s3_server, tmp_path):
-    stack = load_stack()
     prefix = f"mlflow-tests/{uuid.uuid4().hex[:8]}"
     server = start_mlflow_s3(s3_server, tmp_path / "state", prefix)
     uri = server.uri
@@ -783,7 +787,7 @@ def test_mlflow_artifacts_live_in_the_s3_store(s3_server, tmp_path):
         print(f"mlflow server healthy in {server.startup_seconds:.1f}s")
     finally:
         assert server.stop() in ("stopped", "killed")
-    assert stack.port_is_free(server.port)
+    assert port_is_free(server.port)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -791,9 +795,8 @@ def test_mlflow_artifacts_live_in_the_s3_store(s3_server, tmp_path):
 
 
 def _infra_env(state: Path, ports: dict[str, int]) -> dict:
-    stack = load_stack()
     env = clean_env(SIDN_INFRA_DIR=str(state), SIDN_SWIFT_VENV=str(swift_venv()), SIDN_INFRA_START_TIMEOUT="150")
-    for name, (var, _) in stack.PORT_DEFAULTS.items():
+    for name, (var, _) in PORT_DEFAULTS.items():
         env[var] = str(ports[name])
     return env
 
@@ -808,8 +811,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.integration
 def test_up_refuses_a_taken_port_and_leaves_nothing_behind(tmp_path):
-    stack = load_stack()
-    ports = dict(zip(stack.PORT_DEFAULTS, stack.free_ports(len(stack.PORT_DEFAULTS))))
+    ports = dict(zip(PORT_DEFAULTS, free_ports(len(PORT_DEFAULTS))))
     state = tmp_path / "infra"
     blocker = socket.socket()
     blocker.bind(("127.0.0.1", ports["s3"]))
@@ -824,7 +826,7 @@ def test_up_refuses_a_taken_port_and_leaves_nothing_behind(tmp_path):
     assert f"pid {os.getpid()}" in res.stderr, res.stderr  # it names the process holding the port
     assert not list((state / "pids").glob("*.pid")), "storage servers started before the failure were left running"
     for name in ("swift-account", "swift-container", "swift-object"):
-        assert stack.port_is_free(ports[name]), f"{name} still listening"
+        assert port_is_free(ports[name]), f"{name} still listening"
 
 
 FLOW_SRC = '''
@@ -839,8 +841,7 @@ def smoke(x: int = 2) -> int:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_up_status_down_full_stack(tmp_path):
-    stack = load_stack()
-    ports = dict(zip(stack.PORT_DEFAULTS, stack.free_ports(len(stack.PORT_DEFAULTS))))
+    ports = dict(zip(PORT_DEFAULTS, free_ports(len(PORT_DEFAULTS))))
     state = tmp_path / "infra"
     env = _infra_env(state, ports)
     up = subprocess.run([str(REPO / "infra" / "up"), "--no-dvc"], env=env, capture_output=True, text=True, timeout=400)
@@ -912,7 +913,7 @@ def test_up_status_down_full_stack(tmp_path):
             if fields[0] not in ("Z", "X"):
                 assert int(fields[2]) not in {r["pgid"] for r in pids.values()}, f"pid {proc.name} left in a group"
     for name, port in ports.items():
-        assert stack.port_is_free(port), f"{name}: port {port} still bound"
+        assert port_is_free(port), f"{name}: port {port} still bound"
     st = subprocess.run([str(REPO / "infra" / "status"), "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert all(r["state"] == "stopped" for r in json.loads(st.stdout))
 
@@ -922,15 +923,14 @@ def test_up_status_down_full_stack(tmp_path):
 
 
 def test_stop_kills_the_whole_group_even_when_the_leader_died(tmp_path):
-    stack = load_stack()
-    pm = stack.ProcessManager(tmp_path)
-    spec = stack.ServiceSpec(name="sleepers", argv=["bash", "-c", "sleep 300 & sleep 300 & wait"],
-                             env=stack.base_env(), port=None, health=lambda: True, timeout=10, cwd=tmp_path)
+    pm = ProcessManager(tmp_path)
+    spec = ServiceSpec(name="sleepers", argv=["bash", "-c", "sleep 300 & sleep 300 & wait"],
+                       env=base_env(), port=None, health=lambda: True, timeout=10, cwd=tmp_path)
     st = pm.start(spec)
     deadline = time.monotonic() + 10
-    while len(stack._group_members(st.pid)) < 3 and time.monotonic() < deadline:
+    while len(group_members(st.pid)) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    children = [p for p in stack._group_members(st.pid) if p != st.pid]
+    children = [p for p in group_members(st.pid) if p != st.pid]
     assert len(children) == 2
     os.kill(st.pid, 9)  # the leader dies; its children stay in the group
     pm.children["sleepers"].wait()
@@ -940,8 +940,7 @@ def test_stop_kills_the_whole_group_even_when_the_leader_died(tmp_path):
 
 
 def test_stop_never_signals_a_reused_pid(tmp_path):
-    stack = load_stack()
-    pm = stack.ProcessManager(tmp_path)
+    pm = ProcessManager(tmp_path)
     (tmp_path / "pids").mkdir()
     # a stale record whose PID now belongs to this very test process (another start time)
     (tmp_path / "pids" / "ghost.pid").write_text(json.dumps(
@@ -949,3 +948,23 @@ def test_stop_never_signals_a_reused_pid(tmp_path):
     assert pm.stop("ghost", timeout=1) == "not running"
     assert _alive(os.getpid())
     assert not (tmp_path / "pids" / "ghost.pid").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# the package itself
+
+
+def test_the_package_runs_on_the_standard_library_alone():
+    """`python -m infra` must work before the venv exists: no site-packages at all (-S)."""
+    res = subprocess.run([sys.executable, "-S", "-m", "infra", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.startswith("usage: infra"), res.stdout + res.stderr
+
+
+def test_the_wrappers_work_from_any_folder(tmp_path):
+    env = clean_env(SIDN_INFRA_DIR=str(tmp_path / "state"))
+    res = subprocess.run([str(REPO / "infra" / "status"), "--json"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert {r["name"]: r["state"] for r in json.loads(res.stdout)} == dict.fromkeys(
+        ("swift-account", "swift-container", "swift-object", "s3", "mlflow", "prefect", "prefect-worker"), "stopped")

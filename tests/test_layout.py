@@ -94,14 +94,14 @@ def test_sidn_imports_no_orchestration_tool():
 
 def test_the_makefile_and_the_service_stack_switch_off_the_same_telemetry():
     """The two places that cannot import pipelines.telemetry: the Makefile (the shell of dvc,
-    prefect, mlflow) and infra/stack.py (standard library only, may run before the venv exists)."""
+    prefect, mlflow) and infra/environment.py (standard library only, may run before the venv exists)."""
     from pipelines.telemetry import TELEMETRY_OFF
 
     makefile = (REPO / "Makefile").read_text()
     for key, value in TELEMETRY_OFF.items():
         assert f"export {key} := {value}" in makefile, key
-    stack = ast.parse((REPO / "infra/stack.py").read_text())
-    assigned = next(node.value for node in stack.body if isinstance(node, ast.Assign)
+    environment = ast.parse((REPO / "infra/environment.py").read_text())
+    assigned = next(node.value for node in environment.body if isinstance(node, ast.Assign)
                     and any(getattr(t, "id", None) == "TELEMETRY_OFF" for t in node.targets))
     assert ast.literal_eval(assigned).items() >= TELEMETRY_OFF.items()
 

@@ -3,7 +3,7 @@
 Servers: the session's S3 store (OpenStack Swift + s3api, ``fixtures_s3.s3_server``) and an MLflow
 tracking server whose ``--artifacts-destination`` is in the store's ``sidn-mlflow`` bucket. The
 pipeline runs the way ``make run`` runs it after ``make up``: ``infra/with-env`` loads an
-``env.sh`` written by infra/stack.py itself (MLflow URI, S3 endpoint and keys), and the DVC remote
+``env.sh`` written by the infra package itself (MLflow URI, S3 endpoint and keys), and the DVC remote
 is in ``.dvc/config.local`` exactly as ``infra/up`` writes it.
 
 * ``test_pipeline_round_trip_through_the_object_store``: `dvc repro` of the repository's own
@@ -32,9 +32,12 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_s3 import S3Server, load_stack, s3_server  # noqa: F401  (session server, refcounted)
+from fixtures_s3 import S3Server, s3_server  # noqa: F401  (session server, refcounted)
 from helpers_infra import BIN, clean_env, configure_dvc_remote, run_cmd, start_mlflow_s3, write_infra_state
 from helpers_pipeline import REPO, git, make_tiny_repo, pipeline_env
+
+from infra.ports import free_ports
+from infra.swift import DATA_BUCKET, MLFLOW_BUCKET
 
 pytestmark = pytest.mark.integration
 
@@ -74,11 +77,10 @@ def _md5_key(prefix: str, data: bytes) -> str:
 
 @pytest.mark.timeout(600)
 def test_pipeline_round_trip_through_the_object_store(s3_server, tmp_path):
-    stack = load_stack()
     secret = s3_server.secret_access_key
     run_prefix = f"pipeline-tests/{uuid.uuid4().hex[:8]}"
     data_prefix, mlflow_prefix = f"{run_prefix}/dvc", f"{run_prefix}/mlflow"
-    mlflow_uri = f"http://127.0.0.1:{stack.free_ports(1)[0]}"
+    mlflow_uri = f"http://127.0.0.1:{free_ports(1)[0]}"
     # no AWS_/MLFLOW_ variable of ours: what the stages see comes from env.sh via infra/with-env
     env = clean_env(pipeline_env(), SIDN_INFRA_DIR=str(write_infra_state(tmp_path / "infra", s3_server, mlflow_uri)))
     # the MLflow server starts (~15-25 s) while the stages before `register`, which need no MLflow, run
@@ -117,9 +119,9 @@ def test_pipeline_round_trip_through_the_object_store(s3_server, tmp_path):
         t0 = time.monotonic()
         push = run_cmd([DVC, "push"], repo, env, timeout=300)
         t_push = time.monotonic() - t0
-        keys = set(_keys(s3_server, stack.DATA_BUCKET, data_prefix))
+        keys = set(_keys(s3_server, DATA_BUCKET, data_prefix))
         missing = [rel for rel, data in before.items() if _md5_key(data_prefix, data) not in keys]
-        assert not missing, f"not in s3://{stack.DATA_BUCKET}/{data_prefix} after dvc push: {missing[:10]}"
+        assert not missing, f"not in s3://{DATA_BUCKET}/{data_prefix} after dvc push: {missing[:10]}"
 
         # --- wipe the local cache and every cached output, then pull
         shutil.rmtree(repo / ".dvc" / "cache")
@@ -146,16 +148,16 @@ def test_pipeline_round_trip_through_the_object_store(s3_server, tmp_path):
         client = MlflowClient(tracking_uri=server.uri, registry_uri=server.uri)
         version = client.get_model_version(entry["model"], str(entry["version"]))
         bundle = (repo / "runs" / "carpet" / "model.pt").read_bytes()
-        mlflow_keys = _keys(s3_server, stack.MLFLOW_BUCKET, mlflow_prefix)
+        mlflow_keys = _keys(s3_server, MLFLOW_BUCKET, mlflow_prefix)
         # the server keeps the version's files under its artifact destination, s3://sidn-mlflow/<prefix>
         location = client.get_model_version_download_uri(entry["model"], str(entry["version"]))
         assert location.startswith("mlflow-artifacts:/"), f"model files not proxied by the server: {location}"
         model_dir = f"{mlflow_prefix}/{location.removeprefix('mlflow-artifacts:').strip('/')}"
         bundle_key = f"{model_dir}/artifacts/model.pt"  # a pyfunc model's artifact keeps its file name
         assert bundle_key in mlflow_keys, (f"bundle of {entry['model']} v{entry['version']} ({location}) is not "
-                                           f"s3://{stack.MLFLOW_BUCKET}/{bundle_key}; the bucket has {mlflow_keys}")
+                                           f"s3://{MLFLOW_BUCKET}/{bundle_key}; the bucket has {mlflow_keys}")
         assert f"{model_dir}/MLmodel" in mlflow_keys
-        stored = s3_server.client().get_object(Bucket=stack.MLFLOW_BUCKET, Key=bundle_key)["Body"].read()
+        stored = s3_server.client().get_object(Bucket=MLFLOW_BUCKET, Key=bundle_key)["Body"].read()
         assert stored == bundle, "the bundle in the MLflow bucket is not the pipeline's calibrated model"
         served = download_artifacts(artifact_uri=f"{location}/artifacts/model.pt", dst_path=str(tmp_path / "served"),
                                     tracking_uri=server.uri)
@@ -194,7 +196,6 @@ DVC_YAML_OK = 'stages:\n  build:\n    cmd: echo "$AWS_ENDPOINT_URL" > out.txt\n 
 
 @pytest.mark.timeout(300)
 def test_make_run_pushes_after_a_successful_repro_when_a_remote_is_set(s3_server, tmp_path):
-    stack = load_stack()
     recipe = run_cmd(["make", "-n", "run"], REPO, clean_env()).stdout
     assert "infra/with-env infra/repro-and-push" in recipe, f"`make run` no longer runs the script tested here:\n{recipe}"
 
@@ -218,8 +219,8 @@ def test_make_run_pushes_after_a_successful_repro_when_a_remote_is_set(s3_server
     res = run_cmd(make_run, repo, env)
     assert "dvc push to the default remote 'storage'" in res.stdout, res.stdout
     key = _md5_key(prefix, out)
-    assert key in _keys(s3_server, stack.DATA_BUCKET, prefix), "out.txt was not pushed"
-    assert s3_server.client().get_object(Bucket=stack.DATA_BUCKET, Key=key)["Body"].read() == out
+    assert key in _keys(s3_server, DATA_BUCKET, prefix), "out.txt was not pushed"
+    assert s3_server.client().get_object(Bucket=DATA_BUCKET, Key=key)["Body"].read() == out
     assert s3_server.secret_access_key not in res.stdout + res.stderr
 
     # a failing repro: non-zero exit, no push
