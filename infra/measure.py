@@ -6,7 +6,7 @@ Starts the services one group at a time (so each start-up time is measured alone
 for the CPUs with the others) in a fresh state folder under /tmp (ports from the usual SIDN_*_PORT
 variables), writes ~50 MB of 512x512 grayscale PNG textures into a throw-away git+DVC repository,
 then times `dvc push` to the local S3 store, wipes the DVC cache and the data, times `dvc pull`
-and checks every byte. The same folder also goes through pipelines/storage.py (boto3) for
+and checks every byte. The same folder also goes through pipelines/tracking/storage.py (boto3) for
 comparison. Prints a table and writes measurements.json into the state folder; stops everything
 unless --keep.
 """
@@ -115,10 +115,10 @@ def main() -> int:
                           "push_s": round(t_push, 2), "pull_s": round(t_pull, 2),
                           "round_trip_s": round(t_push + t_pull, 2), "bytes_match": True}
 
-        # the same folder through pipelines/storage.py (boto3, sha256 verified both ways)
+        # the same folder through pipelines/tracking/storage.py (boto3, sha256 verified both ways)
         for k, v in s.client_env().items():
             os.environ[k] = v
-        from pipelines import storage
+        from pipelines.tracking import storage
 
         client = storage.make_client()
         t0 = time.monotonic()

@@ -24,7 +24,7 @@ from infra.http_client import http_get
 from infra.ports import HOST_DEFAULT, port_is_listening
 from infra.processes import ServiceSpec
 
-#: Bucket conventions shared by DVC, MLflow and pipelines/storage.py (see infra/README.md).
+#: Bucket conventions shared by DVC, MLflow and pipelines/tracking/storage.py (see infra/README.md).
 DATA_BUCKET = "sidn-data"  # s3://sidn-data/dvc (DVC remote), s3://sidn-data/bundles/... (publish_bundle)
 MLFLOW_BUCKET = "sidn-mlflow"  # s3://sidn-mlflow/artifacts (MLflow artifact destination)
 BUCKETS = (DATA_BUCKET, MLFLOW_BUCKET)
