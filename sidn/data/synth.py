@@ -11,7 +11,9 @@
 The five categories are modelled on the MVTec AD textures (Bergmann et al. 2019), the data
 the SIDN paper evaluates on (Sec. IV-A): carpet, leather, tile and wood are 3-channel
 colour PNGs, grid is a 1-channel grayscale PNG, as in MVTec AD. The renderers live in
-``sidn.data.synth_textures`` and the defects in ``sidn.data.synth_defects``.
+``sidn.data.synth_textures``, the defects in ``sidn.data.synth_defects``, their ground truth in
+``sidn.data.synth_mask``, the simulated camera in ``sidn.data.synth_camera`` and the worker
+processes in ``sidn.data.synth_workers``.
 
 Determinism: every image has its own seed, derived from ``(seed, category, split,
 index)``, so the output is byte-identical for any number of worker processes and a partial
@@ -25,10 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing as mp
 import os
 import shutil
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -38,8 +38,11 @@ import cv2
 import numpy as np
 
 from sidn.config import TEXTURE_CATEGORIES
-from sidn.data.synth_defects import DEFECT_TYPES, DEFECTS, change_mask
-from sidn.data.synth_textures import TEXTURES, camera
+from sidn.data.synth_camera import camera
+from sidn.data.synth_defects import DEFECT_TYPES, DEFECTS
+from sidn.data.synth_mask import change_mask
+from sidn.data.synth_textures import TEXTURES
+from sidn.data.synth_workers import cpu_count, init_worker, mp_context
 from sidn.io import atomic_write
 
 __all__ = [
@@ -127,41 +130,6 @@ def _job(job: tuple) -> str:
     if mask is not None:
         (base / "ground_truth" / defect / f"{name}_mask.png").write_bytes(_encode(mask * np.uint8(255)))
     return category
-
-
-def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))  # CPUs this process may use
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _mp_context():
-    """'spawn' (safe when the caller runs threads, e.g. torch); 'fork' where spawn cannot
-    re-import the caller's ``__main__`` (a script read from stdin)."""
-    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
-    if main_file and not os.path.exists(main_file) and "fork" in mp.get_all_start_methods():
-        return mp.get_context("fork")
-    return mp.get_context("spawn")
-
-
-def _init_worker() -> None:
-    cv2.setNumThreads(1)
-    _tune_malloc()
-
-
-def _tune_malloc() -> None:
-    """Worker processes only: let glibc keep freed image-sized buffers on the heap instead of
-    returning them to the OS after every operation (mmap/munmap + page faults cost ~20 %
-    of the run time). No-op where glibc's mallopt is unavailable."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 256 * 1024 * 1024)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 512 * 1024 * 1024)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -308,7 +276,7 @@ def synthesize(
     started = {c: time.perf_counter() for c in todo}
     for c in [c for c, n in remaining.items() if n == 0]:
         _finish(root, c, todo[c], started[c])
-    n_workers = _cpu_count() if workers is None else max(1, int(workers))
+    n_workers = cpu_count() if workers is None else max(1, int(workers))
     n_workers = min(n_workers, max(1, len(jobs)))
     if n_workers == 1:
         cv2_threads = cv2.getNumThreads()
@@ -322,9 +290,9 @@ def synthesize(
         finally:
             cv2.setNumThreads(cv2_threads)
         return
-    ctx = _mp_context()
+    ctx = mp_context()
     chunk = max(1, min(8, len(jobs) // (4 * n_workers)))
-    with ctx.Pool(n_workers, initializer=_init_worker) as pool:
+    with ctx.Pool(n_workers, initializer=init_worker) as pool:
         for c in pool.imap_unordered(_job, jobs, chunksize=chunk):
             remaining[c] -= 1
             if remaining[c] == 0:

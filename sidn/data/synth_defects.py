@@ -6,12 +6,16 @@ float image plus how to turn the change into a mask (closing radius, hole fillin
 Defects change the texture itself: wires are removed or displaced, the carpet is cut open
 and shows its backing, stains multiply the texture under them (so it stays visible),
 cracks, scratches, folds and dents are height changes that are shaded with the image's
-light direction. The ground truth is computed by :func:`change_mask` from the difference
+light direction. The ground truth is computed by :func:`sidn.data.synth_mask.change_mask` from the difference
 between the clean and the defective rendering (the pixels the defect visibly changed),
 never drawn separately.
 
 These are test-set defects (the evaluation data); they are unrelated to the training-time
 defect generation module of the paper (eq. 1, ``sidn.data.dgm``).
+
+This file is over 400 lines because it is one concept, the defect catalogue: one renderer per
+category and defect type, and the registry :data:`DEFECTS`; the geometry, stains and masks they
+use live in ``synth_shapes``, ``synth_stains`` and ``synth_mask``.
 """
 
 from __future__ import annotations
@@ -22,253 +26,52 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from sidn.data.synth_textures import (
+from sidn.data.synth_fields import (
     F32,
-    CarpetTexture,
-    GridTexture,
-    LeatherTexture,
-    TileTexture,
-    WoodTexture,
     fine_noise,
     gray3,
+    lerp,
     mul3,
     pixel_grid,
+    scale_channels,
     shade,
     smooth_field,
-    smoothstep,
     tint,
 )
+from sidn.data.synth_shapes import (
+    blob,
+    curve_distance,
+    curve_field,
+    end_window,
+    fringe,
+    jagged_curve,
+    random_curve,
+    random_point,
+    shifted,
+)
+from sidn.data.synth_stains import random_tint, stain
+from sidn.data.synth_textures import CarpetTexture, GridTexture, LeatherTexture, TileTexture, WoodTexture
 
-__all__ = ["DEFECTS", "DEFECT_TYPES", "change_mask"]
+__all__ = ["DEFECTS", "DEFECT_TYPES"]
 
 DefectFn = Callable[..., tuple[np.ndarray, int, bool]]
 
-VISIBLE_DELTA = 0.035  # a pixel is "changed" when some channel moved by more than this (~9 grey levels)
-
-
-# ----------------------------------------------------------------------------- geometry
-
-
-def _point(rng: np.random.Generator, size: int, margin: float = 0.12) -> np.ndarray:
-    return rng.uniform(margin * size, (1.0 - margin) * size, 2)
-
-
-def blob(rng: np.random.Generator, size: int, centre, ra: float, rb: float, angle: float,
-         rough: float = 0.2, edge: float = 1.0, ragged: float = 0.0) -> np.ndarray:
-    """Soft irregular blob: an ellipse (semi-axes ra, rb) whose radius is modulated by a few
-    random harmonics (``rough``) and by fine noise (``ragged``); ``edge`` px soft border."""
-    alpha = np.zeros((size, size), F32)
-    reach = max(ra, rb) * (1.0 + 2.5 * rough + 2.0 * ragged) + edge + 2.0
-    x0, x1 = int(max(0, centre[0] - reach)), int(min(size, centre[0] + reach + 1))
-    y0, y1 = int(max(0, centre[1] - reach)), int(min(size, centre[1] + reach + 1))
-    harm = [(k, rng.normal(0.0, rough) / k, rng.uniform(0, 2 * math.pi)) for k in range(2, 6)]
-    noise_cells = max(2.0, size / max(1.0, 0.5 * min(ra, rb)))
-    ragged_field = smooth_field(rng, size, noise_cells) if ragged > 0 else None
-    if x1 <= x0 or y1 <= y0:
-        return alpha
-    x, y = pixel_grid(size)
-    dx, dy = x[y0:y1, x0:x1] - F32(centre[0]), y[y0:y1, x0:x1] - F32(centre[1])
-    c, s = math.cos(angle), math.sin(angle)
-    xr = (F32(c) * dx + F32(s) * dy) / F32(ra)
-    yr = (F32(-s) * dx + F32(c) * dy) / F32(rb)
-    rho = np.sqrt(xr * xr + yr * yr)
-    phi = np.arctan2(yr, xr)
-    radius = np.ones_like(rho)
-    for k, a, p in harm:
-        radius += F32(a) * np.cos(F32(k) * phi + F32(p))
-    if ragged_field is not None:
-        radius += F32(ragged) * ragged_field[y0:y1, x0:x1]
-    sd = (radius - rho) * F32(min(ra, rb))  # ~ signed distance to the border (px), > 0 inside
-    alpha[y0:y1, x0:x1] = np.clip(sd / F32(edge) + 0.5, 0.0, 1.0)
-    return alpha
-
-
-def random_curve(rng: np.random.Generator, start, angle: float, length: float, step: float = 2.0,
-                 wiggle: float = 0.05, smooth: int = 9, centred: bool = True) -> np.ndarray:
-    """Smooth random curve: heading = angle + cumulative smoothed random turns; (N, 2) xy.
-    ``centred``: ``start`` is the curve's middle (so long curves stay in the image)."""
-    n = max(2, int(length / step))
-    turns = rng.normal(0.0, wiggle, n)
-    if smooth > 1 and n > smooth:
-        turns = np.convolve(turns, np.ones(smooth) / smooth * math.sqrt(smooth), mode="same")
-    heading = angle + np.cumsum(turns)
-    steps = np.stack([np.cos(heading), np.sin(heading)], axis=1) * step
-    return _place(np.concatenate([[[0.0, 0.0]], np.cumsum(steps, 0)]), start, centred)
-
-
-def _place(rel: np.ndarray, start, centred: bool) -> np.ndarray:
-    if centred:
-        rel = rel - rel[len(rel) // 2]
-    return np.asarray(start, dtype=np.float64)[None, :] + rel
-
-
-def jagged_curve(rng: np.random.Generator, start, angle: float, length: float, step: float,
-                 centred: bool = True) -> np.ndarray:
-    """Crack path: slowly drifting direction with large independent kinks at every step."""
-    n = max(2, int(length / step))
-    drift = angle + np.cumsum(rng.normal(0.0, 0.06, n))
-    heading = drift + rng.normal(0.0, 0.45, n)
-    steps = np.stack([np.cos(heading), np.sin(heading)], axis=1) * step * rng.uniform(0.6, 1.4, (n, 1))
-    return _place(np.concatenate([[[0.0, 0.0]], np.cumsum(steps, 0)]), start, centred)
-
-
-def curve_distance(size: int, curves: list[np.ndarray]) -> np.ndarray:
-    """Euclidean distance (px, float32) of every pixel to the nearest of the polylines."""
-    img = np.full((size, size), 255, np.uint8)
-    cv2.polylines(img, [np.round(c * 16).astype(np.int32) for c in curves], False, 0, 1, cv2.LINE_8, shift=4)
-    return cv2.distanceTransform(img, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-
-
-def curve_field(size: int, curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Distance (px) to the nearest polyline and the arc-length fraction t in [0, 1] of the
-    nearest point on it (0 at a curve's start, 1 at its end), both float32 [size, size]."""
-    img = np.full((size, size), 255, np.uint8)
-    cv2.polylines(img, [np.round(c * 16).astype(np.int32) for c in curves], False, 0, 1, cv2.LINE_8, shift=4)
-    d, lab = cv2.distanceTransformWithLabels(img, cv2.DIST_L2, cv2.DIST_MASK_5, labelType=cv2.DIST_LABEL_PIXEL)
-    ys, xs = np.nonzero(img == 0)  # labels number the zero pixels in scan order
-    verts, tv = [], []
-    for c in curves:
-        seg = np.hypot(*np.diff(c, axis=0).T)
-        arc = np.concatenate([[0.0], np.cumsum(seg)])
-        verts.append(c)
-        tv.append(arc / max(arc[-1], 1e-6))
-    verts_a, tv_a = np.concatenate(verts), np.concatenate(tv)
-    t_pix = np.empty(len(xs), np.float32)
-    for i in range(0, len(xs), 512):
-        px, py = xs[i:i + 512, None], ys[i:i + 512, None]
-        near = np.argmin((verts_a[None, :, 0] - px) ** 2 + (verts_a[None, :, 1] - py) ** 2, axis=1)
-        t_pix[i:i + 512] = tv_a[near]
-    if len(t_pix) == 0:
-        return d, np.zeros_like(d)
-    return d, t_pix[np.maximum(lab, 1) - 1]
-
-
-def end_window(t: np.ndarray, reach: float) -> np.ndarray:
-    """1 along the middle of a curve, smoothly 0 at both ends (``reach``: fraction of length)."""
-    return smoothstep(0.0, reach, t) * smoothstep(0.0, reach, 1.0 - t)
-
-
-def fringe(rng: np.random.Generator, alpha: np.ndarray, spacing: float, length: float,
-           inward: bool = True) -> list[np.ndarray]:
-    """Short loose fibre ends starting on the border of ``alpha`` > 0.5 and pointing into it
-    (frayed yarn at the edge of a hole or cut), one every ~``spacing`` px of border."""
-    contours, _ = cv2.findContours((alpha > 0.5).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    curves = []
-    for c in contours:
-        c = c[:, 0, :].astype(np.float64)
-        if len(c) < 8:
-            continue
-        centre = c.mean(0)
-        for k in rng.choice(len(c), min(len(c), max(1, int(len(c) / max(spacing, 1.0)))), replace=False):
-            p = c[k]
-            to_c = centre - p
-            ang = math.atan2(to_c[1], to_c[0]) + rng.normal(0.0, 0.5) + (0.0 if inward else math.pi)
-            curves.append(random_curve(rng, p, ang, length * rng.uniform(0.4, 1.0), step=1.0, wiggle=0.15, smooth=3,
-                                       centred=False))
-    return curves
-
-
-def shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
-    m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
-    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), borderMode=cv2.BORDER_REPLICATE)
-
 
 def _close(px: float) -> int:
-    """Closing radius (px) for :func:`change_mask`; at least 1."""
+    """Closing radius (px) for :func:`sidn.data.synth_mask.change_mask`; at least 1."""
     return max(1, int(round(px)))
 
 
-def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    if a.ndim == 3 and t.ndim == 2:
-        t = gray3(t.astype(F32, copy=False))
-    return a + (b - a) * t
-
-
-def _scale(img: np.ndarray, col) -> np.ndarray:
-    """Multiply each channel of a colour image by a constant (cv2: no slow broadcasting)."""
-    return cv2.multiply(img, tuple(float(c) for c in col) + (0.0,) * (4 - len(col)))
-
-
-def _stain(clean: np.ndarray, alpha: np.ndarray, hue, rng: np.random.Generator, low: bool) -> np.ndarray:
-    """Multiplicative stain (the texture stays visible under it). Its strength is set from
-    the texture under it: a low-contrast stain changes the core by ~1.5-2.2x the visibility
-    threshold on average, a normal one by at least ~4x (and up to the full ``hue``)."""
-    hue = np.asarray(hue, dtype=F32)
-    core = alpha > 0.5
-    if core.any():
-        per_unit = float(np.mean(np.max(np.abs(clean[core] * (hue - 1.0)), axis=-1)))
-    else:
-        per_unit = 0.1
-    per_unit = max(per_unit, 1e-3)
-    if low:
-        strength = rng.uniform(1.5, 2.2) * VISIBLE_DELTA / per_unit
-    else:
-        strength = max(rng.uniform(0.7, 1.0), 4.0 * VISIBLE_DELTA / per_unit)
-    t = 1.0 + min(strength, 1.6) * (hue - 1.0)
-    stained = np.clip(_scale(clean, t), 0.0, 1.0)
-    return _lerp(clean, stained, alpha)
-
-
-def change_mask(clean: np.ndarray, defect: np.ndarray, close_px: int = 1, fill: bool = False,
-                tau: float = VISIBLE_DELTA) -> np.ndarray:
-    """Ground truth: pixels where ``defect`` differs visibly (> tau) from ``clean`` in any
-    channel, closed by a ``close_px`` disc (joins a defect's parts, as an annotator would),
-    optionally hole-filled; specks under ~4 px (at 512) dropped. uint8 {0, 1}."""
-    d = cv2.absdiff(defect.astype(F32, copy=False), clean.astype(F32, copy=False))
-    if d.ndim == 3:
-        d = np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2])
-    full = (d > tau).astype(np.uint8)
-    x, y, w, h = cv2.boundingRect(full)
-    if w == 0 or h == 0:
-        return full
-    pad = 2 * close_px + 2
-    x0, y0 = max(0, x - pad), max(0, y - pad)
-    x1, y1 = min(full.shape[1], x + w + pad), min(full.shape[0], y + h + pad)
-    m = np.zeros((y1 - y0 + 2 * pad, x1 - x0 + 2 * pad), np.uint8)  # zero border: closing stays local
-    m[pad:-pad, pad:-pad] = full[y0:y1, x0:x1]
-    if close_px > 0:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * close_px + 1, 2 * close_px + 1))
-        m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, k)
-    if fill:
-        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(m, contours, -1, 1, cv2.FILLED)
-    min_area = max(1, int(round(4 * (full.shape[0] / 512.0) ** 2)))
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-    if n > 1:
-        keep = stats[:, cv2.CC_STAT_AREA] >= min_area
-        keep[0] = False
-        m = keep[lab].astype(np.uint8)
-    full[:] = 0
-    full[y0:y1, x0:x1] = m[pad:-pad, pad:-pad]
-    return full
-
-
 # ----------------------------------------------------------------------------- carpet
-
-_STAIN_TINTS = {
-    "red": (1.45, 0.75, 0.70),
-    "dark": (0.55, 0.55, 0.58),
-    "bleach": (1.35, 1.30, 1.25),
-    "blue": (0.72, 0.85, 1.35),
-    "yellow": (1.30, 1.20, 0.65),
-    "green": (0.78, 1.20, 0.80),
-    "grey": (0.80, 0.86, 0.95),
-    "reddish": (1.15, 0.85, 0.80),
-}
-
-
-def _tint(rng: np.random.Generator, names=None) -> tuple:
-    names = list(_STAIN_TINTS) if names is None else names
-    return _STAIN_TINTS[names[int(rng.integers(len(names)))]]
 
 
 def carpet_color(tex: CarpetTexture, clean, rng, size, low, small):
     """Dyed / discoloured spot: the yarn colour changes, the weave stays visible."""
     P, s = tex.P, size / 512.0
     r = (rng.uniform(0.6, 1.1) if small else rng.uniform(1.5, 4.5)) * P
-    alpha = blob(rng, size, _point(rng, size), r, r * rng.uniform(0.5, 1.0), rng.uniform(0, math.pi),
+    alpha = blob(rng, size, random_point(rng, size), r, r * rng.uniform(0.5, 1.0), rng.uniform(0, math.pi),
                  rough=0.25, edge=rng.uniform(1.0, 3.0) * s + 0.5, ragged=0.08)
-    return _stain(clean, alpha, _tint(rng), rng, low), _close(0.5 * P), True
+    return stain(clean, alpha, random_tint(rng), rng, low), _close(0.5 * P), True
 
 
 def carpet_hole(tex: CarpetTexture, clean, rng, size, low, small):
@@ -276,7 +79,7 @@ def carpet_hole(tex: CarpetTexture, clean, rng, size, low, small):
     shaded rim; frayed yarn ends reach into it."""
     P, s = tex.P, size / 512.0
     r = (rng.uniform(0.5, 0.9) if small else rng.uniform(1.0, 2.8)) * P
-    c = _point(rng, size)
+    c = random_point(rng, size)
     alpha = blob(rng, size, c, r, r * rng.uniform(0.6, 1.0), rng.uniform(0, math.pi),
                  rough=0.2, edge=0.7 * s + 0.3, ragged=0.15)
     u, v = tex.frame.uv()
@@ -287,9 +90,9 @@ def carpet_hole(tex: CarpetTexture, clean, rng, size, low, small):
     sh = shifted(sh, *(-tex.light * 0.3 * P))
     inside = tint(weave * (1.0 - 0.6 * sh), backing_col)
     if low:  # thinned pile: part of the yarn gone, the backing partly visible
-        inside = _lerp(clean, inside, np.full(clean.shape[:2], rng.uniform(0.45, 0.6), F32))
+        inside = lerp(clean, inside, np.full(clean.shape[:2], rng.uniform(0.45, 0.6), F32))
     ring = np.clip(cv2.GaussianBlur(alpha, (0, 0), 0.2 * P) - alpha, 0.0, 1.0)
-    out = _lerp(mul3(clean, 1.0 + 0.35 * ring), inside, alpha)
+    out = lerp(mul3(clean, 1.0 + 0.35 * ring), inside, alpha)
     ends = fringe(rng, alpha, 0.5 * P, 0.6 * P)
     if ends:
         out = _fibre(out, rng, size, ends, max(0.6, 0.1 * P), tex.col.mean(0) * F32(1.1), tex.light, 0.25)
@@ -304,7 +107,7 @@ def carpet_cut(tex: CarpetTexture, clean, rng, size, low, small):
     w = (rng.uniform(0.12, 0.25) if small else rng.uniform(0.2, 0.4)) * P
     if low:
         w *= 0.6
-    mid = _point(rng, size, 0.2)
+    mid = random_point(rng, size, 0.2)
     th = rng.uniform(0, 2 * math.pi)
     tx, ty, nx, ny = math.cos(th), math.sin(th), -math.sin(th), math.cos(th)
     p0 = mid - 0.5 * L * np.array([tx, ty])
@@ -322,7 +125,7 @@ def carpet_cut(tex: CarpetTexture, clean, rng, size, low, small):
     gap = np.clip(g - np.abs(d) + 0.5, 0.0, 1.0) * (g > 0.3)
     dark = tex.col.mean(0) * F32(rng.uniform(0.15, 0.28)) + F32(0.02)
     fuzz = 0.75 + 0.25 * fine_noise(rng, size, 0.8 * s + 0.3)
-    img = _lerp(img, tint(fuzz, dark), gap * F32(1.0 if not low else 0.8))
+    img = lerp(img, tint(fuzz, dark), gap * F32(1.0 if not low else 0.8))
     ends = fringe(rng, gap, 0.6 * P, 0.5 * P)
     if ends:
         img = _fibre(img, rng, size, ends, max(0.6, 0.1 * P), tex.col.mean(0) * F32(1.1), tex.light, 0.25)
@@ -341,7 +144,7 @@ def _fibre(clean, rng, size, curves, w, colour, light, shadow=0.35):
     var = 1.0 + 0.08 * fine_noise(rng, size, 1.0)
     tone = (0.45 + 0.55 * z) * var
     fib = tint(tone, colour) if clean.ndim == 3 else F32(np.mean(colour)) * tone
-    return _lerp(base, fib, cover)
+    return lerp(base, fib, cover)
 
 
 def carpet_thread(tex: CarpetTexture, clean, rng, size, low, small):
@@ -349,12 +152,12 @@ def carpet_thread(tex: CarpetTexture, clean, rng, size, low, small):
     P = tex.P
     length = (rng.uniform(0.06, 0.12) if small else rng.uniform(0.2, 0.6)) * size
     w = max(0.8, rng.uniform(0.12, 0.22) * P)
-    pts = random_curve(rng, _point(rng, size, 0.2), rng.uniform(0, 2 * math.pi), length,
+    pts = random_curve(rng, random_point(rng, size, 0.2), rng.uniform(0, 2 * math.pi), length,
                        step=max(1.0, 2.0 * size / 512), wiggle=rng.uniform(0.05, 0.2), smooth=15)
     if low:
         colour = tex.col.mean(0) * rng.uniform(1.1, 1.3)
     else:
-        colour = np.asarray(_tint(rng, ["red", "dark", "bleach", "blue", "yellow"]), F32) * tex.col.mean(0)
+        colour = np.asarray(random_tint(rng, ["red", "dark", "bleach", "blue", "yellow"]), F32) * tex.col.mean(0)
         colour = np.clip(colour * rng.uniform(0.9, 1.4), 0.05, 0.95)
     return _fibre(clean, rng, size, [pts], w, colour, tex.light, 0.2 if low else 0.35), _close(size / 512), False
 
@@ -368,7 +171,7 @@ def grid_bent(tex: GridTexture, clean, rng, size, low, small):
     P = tex.P
     R = (rng.uniform(0.8, 1.2) if small else rng.uniform(1.4, 3.0)) * P
     amp = (rng.uniform(0.18, 0.28) if low else rng.uniform(0.35, 0.6)) * P
-    c = _point(rng, size)
+    c = random_point(rng, size)
     th = rng.uniform(0, 2 * math.pi)
     twist = rng.uniform(-0.5, 0.5)
     x, y = pixel_grid(size)
@@ -382,7 +185,7 @@ def grid_bent(tex: GridTexture, clean, rng, size, low, small):
 def grid_broken(tex: GridTexture, clean, rng, size, low, small):
     """Broken wire: a wire segment is missing (or, low, thinned), the cut ends spring out."""
     u, v = tex.uv()
-    p = _point(rng, size).astype(int)
+    p = random_point(rng, size).astype(int)
     axis = int(rng.integers(2))
     across = (v if axis == 0 else u)[p[1], p[0]]
     along = (u if axis == 0 else v)[p[1], p[0]]
@@ -402,7 +205,7 @@ def grid_glue(tex: GridTexture, clean, rng, size, low, small):
     """Glue: a translucent glossy blob filling the mesh openings, wires blurred under it."""
     P, s = tex.P, size / 512.0
     R = (rng.uniform(0.4, 0.8) if small else rng.uniform(1.0, 2.5)) * P
-    c = _point(rng, size)
+    c = random_point(rng, size)
     alpha = blob(rng, size, c, R, R * rng.uniform(0.6, 1.0), rng.uniform(0, math.pi),
                  rough=0.3, edge=1.5 * s + 0.5)
     op = rng.uniform(0.35, 0.5) if low else rng.uniform(0.65, 0.9)
@@ -413,7 +216,7 @@ def grid_glue(tex: GridTexture, clean, rng, size, low, small):
     gloss = np.exp(-((x - F32(hx)) ** 2 + (y - F32(hy)) ** 2) * F32(1.0 / (0.35 * R) ** 2))
     rim = 4.0 * alpha * (1.0 - alpha)
     glue = under + 0.18 * gloss - 0.08 * rim
-    return _lerp(clean, glue, alpha * F32(op)), _close(2 * s), True
+    return lerp(clean, glue, alpha * F32(op)), _close(2 * s), True
 
 
 # ----------------------------------------------------------------------------- leather
@@ -423,9 +226,9 @@ def leather_color(tex: LeatherTexture, clean, rng, size, low, small):
     """Discoloured spot (ink, dye, fading): albedo change, the grain stays."""
     g, s = tex.g, size / 512.0
     r = (rng.uniform(2.0, 4.0) * g) if small else rng.uniform(25.0, 70.0) * s
-    alpha = blob(rng, size, _point(rng, size), r, r * rng.uniform(0.5, 1.0), rng.uniform(0, math.pi),
+    alpha = blob(rng, size, random_point(rng, size), r, r * rng.uniform(0.5, 1.0), rng.uniform(0, math.pi),
                  rough=0.25, edge=rng.uniform(1.0, 4.0) * s + 0.5, ragged=0.1)
-    return _stain(clean, alpha, _tint(rng, ["dark", "bleach", "red", "blue"]), rng, low), _close(0.5 * g), True
+    return stain(clean, alpha, random_tint(rng, ["dark", "bleach", "red", "blue"]), rng, low), _close(0.5 * g), True
 
 
 def leather_cut(tex: LeatherTexture, clean, rng, size, low, small):
@@ -434,7 +237,7 @@ def leather_cut(tex: LeatherTexture, clean, rng, size, low, small):
     L = (rng.uniform(3.0, 6.0) if small else rng.uniform(8.0, 25.0)) * g
     w = (rng.uniform(0.25, 0.4) if small else rng.uniform(0.3, 0.6)) * g
     depth = rng.uniform(0.8, 1.2) if low else rng.uniform(1.5, 2.5)
-    pts = random_curve(rng, _point(rng, size, 0.2), rng.uniform(0, 2 * math.pi), L,
+    pts = random_curve(rng, random_point(rng, size, 0.2), rng.uniform(0, 2 * math.pi), L,
                        step=max(1.0, g * 0.4), wiggle=0.03, smooth=9)
     d, t = curve_field(size, [pts])
     ww = F32(w) * np.sqrt(end_window(t, 0.5)) + F32(0.3)
@@ -458,7 +261,7 @@ def leather_fold(tex: LeatherTexture, clean, rng, size, low, small):
     length = (rng.uniform(0.08, 0.15) if small else rng.uniform(0.3, 0.9)) * size
     W = (rng.uniform(1.0, 1.8) if small else rng.uniform(1.5, 3.5)) * g
     A = rng.uniform(1.0, 1.6) if low else rng.uniform(2.5, 4.5)
-    pts = random_curve(rng, _point(rng, size, 0.15), rng.uniform(0, 2 * math.pi), length,
+    pts = random_curve(rng, random_point(rng, size, 0.15), rng.uniform(0, 2 * math.pi), length,
                        step=max(1.0, 3.0 * size / 512), wiggle=0.02, smooth=21)
     d, t = curve_field(size, [pts])
     taper = end_window(t, 0.3)
@@ -476,7 +279,7 @@ def leather_poke(tex: LeatherTexture, clean, rng, size, low, small):
     often with a dark puncture in the middle."""
     g = tex.g
     n = 1 if rng.random() < 0.7 else int(rng.integers(2, 4))
-    c0 = _point(rng, size)
+    c0 = random_point(rng, size)
     x, y = pixel_grid(size)
     dh = np.zeros((size, size), F32)
     ux = np.zeros_like(dh)
@@ -504,7 +307,7 @@ def tile_crack(tex: TileTexture, clean, rng, size, low, small):
     s = size / 512.0
     length = (rng.uniform(0.06, 0.12) if small else rng.uniform(0.25, 0.7)) * size
     step = max(1.5, 4.0 * s)
-    main = jagged_curve(rng, _point(rng, size, 0.15), rng.uniform(0, 2 * math.pi), length, step)
+    main = jagged_curve(rng, random_point(rng, size, 0.15), rng.uniform(0, 2 * math.pi), length, step)
     curves = [main]
     for _ in range(0 if small else int(rng.integers(0, 3))):
         i = int(rng.integers(1, len(main)))
@@ -528,7 +331,7 @@ def tile_glue_strip(tex: TileTexture, clean, rng, size, low, small):
     s = size / 512.0
     length = (rng.uniform(0.1, 0.2) if small else rng.uniform(0.4, 1.0)) * size
     W = (rng.uniform(3.0, 6.0) if small else rng.uniform(8.0, 25.0)) * s + 0.5
-    pts = random_curve(rng, _point(rng, size, 0.15), rng.uniform(0, 2 * math.pi), length,
+    pts = random_curve(rng, random_point(rng, size, 0.15), rng.uniform(0, 2 * math.pi), length,
                        step=max(1.0, 3.0 * s), wiggle=0.01, smooth=21)
     d, t = curve_field(size, [pts])
     wob = 1.0 + 0.2 * smooth_field(rng, size, max(2.0, size / (3.0 * W)))
@@ -536,13 +339,13 @@ def tile_glue_strip(tex: TileTexture, clean, rng, size, low, small):
     edge = 1.2 * s + 0.3
     alpha = np.clip((F32(W) * wob * taper - d) / F32(edge) + 0.5, 0.0, 1.0)
     glue_col = np.asarray([0.80, 0.76, 0.62], F32) * F32(rng.uniform(0.85, 1.05))
-    under = _scale(cv2.GaussianBlur(clean, (0, 0), 1.0 * s + 0.3), 0.7 * np.asarray([0.97, 0.93, 0.80])) \
+    under = scale_channels(cv2.GaussianBlur(clean, (0, 0), 1.0 * s + 0.3), 0.7 * np.asarray([0.97, 0.93, 0.80])) \
         + tint(np.full(clean.shape[:2], 0.3, F32), glue_col)
     gloss = np.exp(-(((d - 0.3 * W) / (0.2 * W)) ** 2))
     ridge = 4.0 * alpha * (1.0 - alpha)
     op = rng.uniform(0.35, 0.45) if low else rng.uniform(0.55, 0.85)
     glue = under + gray3(0.1 * gloss - 0.08 * ridge)
-    return _lerp(clean, glue, alpha * F32(op)), _close(2 * s), True
+    return lerp(clean, glue, alpha * F32(op)), _close(2 * s), True
 
 
 def tile_oil(tex: TileTexture, clean, rng, size, low, small):
@@ -550,7 +353,7 @@ def tile_oil(tex: TileTexture, clean, rng, size, low, small):
     texture stays visible under it."""
     s = size / 512.0
     R = (rng.uniform(7.0, 12.0) if small else rng.uniform(20.0, 60.0)) * s
-    alpha = blob(rng, size, _point(rng, size), R, R * rng.uniform(0.5, 1.0), rng.uniform(0, math.pi),
+    alpha = blob(rng, size, random_point(rng, size), R, R * rng.uniform(0.5, 1.0), rng.uniform(0, math.pi),
                  rough=0.3, edge=rng.uniform(1.0, 3.0) * s + 0.5, ragged=0.1)
     dark = rng.uniform(0.15, 0.22) if low else rng.uniform(0.25, 0.45)
     rim = np.clip(alpha - cv2.GaussianBlur(alpha, (0, 0), 0.12 * R + 0.5), 0.0, 1.0)
@@ -568,9 +371,9 @@ def wood_color(tex: WoodTexture, clean, rng, size, low, small):
     s = size / 512.0
     r = (rng.uniform(6.0, 12.0) if small else rng.uniform(20.0, 60.0)) * s
     ang = math.atan2(tex.frame.c, -tex.frame.s)  # along the grain (v axis) in image space
-    alpha = blob(rng, size, _point(rng, size), r * rng.uniform(1.0, 2.5), r, ang,
+    alpha = blob(rng, size, random_point(rng, size), r * rng.uniform(1.0, 2.5), r, ang,
                  rough=0.25, edge=rng.uniform(1.0, 4.0) * s + 0.5, ragged=0.1)
-    return _stain(clean, alpha, _tint(rng, ["dark", "grey", "reddish", "bleach"]), rng, low), _close(2 * s), True
+    return stain(clean, alpha, random_tint(rng, ["dark", "grey", "reddish", "bleach"]), rng, low), _close(2 * s), True
 
 
 def wood_hole(tex: WoodTexture, clean, rng, size, low, small):
@@ -578,7 +381,7 @@ def wood_hole(tex: WoodTexture, clean, rng, size, low, small):
     from the light, a darker compressed rim."""
     s = size / 512.0
     n = 1 if rng.random() < 0.6 else int(rng.integers(2, 5))
-    c0 = _point(rng, size)
+    c0 = random_point(rng, size)
     x, y = pixel_grid(size)
     out = clean.copy()
     for _ in range(n):
@@ -593,7 +396,7 @@ def wood_hole(tex: WoodTexture, clean, rng, size, low, small):
         inside = tint(F32(depth) * (0.6 + 0.9 * wall), tex.col_dark)
         ring = np.clip(1.0 - np.abs(dist - F32(1.25 * r)) / F32(0.35 * r + 0.5), 0.0, 1.0)
         out = mul3(out, 1.0 - 0.15 * ring)
-        out = _lerp(out, inside, a)
+        out = lerp(out, inside, a)
     return out, _close(s), True
 
 
@@ -602,7 +405,7 @@ def wood_liquid(tex: WoodTexture, clean, rng, size, low, small):
     faint glossy highlight; the grain shows through."""
     s = size / 512.0
     R = (rng.uniform(7.0, 12.0) if small else rng.uniform(20.0, 70.0)) * s
-    c = _point(rng, size)
+    c = random_point(rng, size)
     alpha = blob(rng, size, c, R, R * rng.uniform(0.5, 1.0), rng.uniform(0, math.pi),
                  rough=0.3, edge=rng.uniform(0.8, 2.0) * s + 0.5, ragged=0.12)
     dark = rng.uniform(0.15, 0.22) if low else rng.uniform(0.2, 0.4)
@@ -624,7 +427,7 @@ def wood_scratch(tex: WoodTexture, clean, rng, size, low, small):
     n = 1 if rng.random() < 0.7 else int(rng.integers(2, 4))
     length = (rng.uniform(0.06, 0.12) if small else rng.uniform(0.25, 0.8)) * size
     ang = rng.uniform(0, 2 * math.pi)
-    p = _point(rng, size, 0.2)
+    p = random_point(rng, size, 0.2)
     curves = []
     for i in range(n):
         off = np.array([-math.sin(ang), math.cos(ang)]) * i * rng.uniform(3.0, 8.0) * s
@@ -639,7 +442,7 @@ def wood_scratch(tex: WoodTexture, clean, rng, size, low, small):
     core *= end_window(t, 0.15)
     bright = rng.uniform(0.3, 0.4) if low else rng.uniform(0.45, 0.7)
     pale = np.asarray(tex.col_light, F32) * F32(1.15) + F32(0.05)
-    out = _lerp(clean, tint(np.ones_like(core), np.clip(pale, 0, 1)), core * F32(bright))
+    out = lerp(clean, tint(np.ones_like(core), np.clip(pale, 0, 1)), core * F32(bright))
     sh = shade(-core, tex.light, (0.5 if low else 1.0) * w)
     return np.clip(mul3(out, sh), 0.0, 1.0), _close(s), False
 

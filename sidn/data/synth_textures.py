@@ -16,15 +16,32 @@ Images are float32 in [0, 1]: [H, W] for grid, [H, W, 3] RGB for the coloured on
 Lengths are given for a 512 px image and scaled by ``size / 512``.
 The SIDN paper (Sec. IV-A) evaluates on MVTec AD textures; this generator is our stand-in
 for that data set when no real data are available (no equation of the paper applies).
+Noise fields, texture coordinates and shading come from ``sidn.data.synth_fields``.
+
+This file is over 400 lines because it is one concept, the five texture renderers and their
+registry :data:`TEXTURES` (each class 60-90 lines, self-contained); one file per class would
+only scatter them.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 
 import cv2
 import numpy as np
+
+from sidn.data.synth_fields import (
+    F32,
+    Frame,
+    NoiseField,
+    fine_noise,
+    mul3,
+    random_light,
+    shade,
+    smooth_field,
+    smoothstep,
+    tint,
+)
 
 __all__ = [
     "TEXTURES",
@@ -33,29 +50,7 @@ __all__ = [
     "LeatherTexture",
     "TileTexture",
     "WoodTexture",
-    "camera",
-    "pixel_grid",
-    "smooth_field",
 ]
-
-F32 = np.float32
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-@functools.lru_cache(maxsize=8)
-def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Read-only pixel coordinates (x, y), float32 [size, size]."""
-    y, x = np.mgrid[0:size, 0:size].astype(F32)
-    x.setflags(write=False)
-    y.setflags(write=False)
-    return x, y
-
-
-def _std(a: np.ndarray) -> float:
-    """Standard deviation estimated on a 1/16 subsample (normalising noise fields)."""
-    return float(a[::4, ::4].std())
 
 
 def _hash(k: np.ndarray, salt: float) -> np.ndarray:
@@ -63,137 +58,6 @@ def _hash(k: np.ndarray, salt: float) -> np.ndarray:
     x = np.sin(k * F32(12.9898) + F32(salt)) * F32(43758.5453)
     return x - np.floor(x)
 
-
-def smooth_field(rng: np.random.Generator, size: int, cells: float) -> np.ndarray:
-    """Low-frequency image-space noise (about ``cells`` blobs across), float32, std ~ 1."""
-    n = max(1, int(round(cells))) + 3
-    small = rng.standard_normal((n, n), dtype=F32)
-    mid = min(size, 16 * n)
-    big = cv2.resize(small, (mid, mid), interpolation=cv2.INTER_CUBIC)
-    if mid != size:
-        big = cv2.resize(big, (size, size), interpolation=cv2.INTER_LINEAR)
-    return big * F32(1.0 / (_std(big) + 1e-6))
-
-
-def fine_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
-    """Image-space Gaussian-filtered noise with std 1 (structure size ``sigma`` px)."""
-    w = rng.random((size, size), dtype=F32) - 0.5
-    if sigma > 0.3:
-        w = cv2.GaussianBlur(w, (0, 0), sigma)
-    return w * F32(1.0 / (_std(w) + 1e-6))
-
-
-def gray3(g: np.ndarray) -> np.ndarray:
-    """[H, W] -> [H, W, 3] (cv2.merge: much faster than numpy broadcasting on the last axis)."""
-    return cv2.merge([g, g, g])
-
-
-def mul3(img: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Colour image [H, W, 3] times a gray factor [H, W] (float32)."""
-    return cv2.multiply(img, gray3(g.astype(F32, copy=False)))
-
-
-def tint(g: np.ndarray, col) -> np.ndarray:
-    """Gray level [H, W] times an RGB colour -> [H, W, 3]."""
-    return cv2.merge([g * F32(c) for c in col])
-
-
-def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
-    t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
-class Frame:
-    """Texture coordinates (u, v): rotation ``theta`` about the image centre, optional mild
-    perspective, optional displacement field (the texture at pixel p is sampled at p + d)."""
-
-    def __init__(self, size: int, theta: float, persp: tuple[float, float] = (0.0, 0.0)):
-        self.size = size
-        self.c, self.s = math.cos(theta), math.sin(theta)
-        self.persp = persp
-
-    def half_extent(self) -> float:
-        """Largest |u| or |v| of the undisplaced frame (px)."""
-        return 0.5 * self.size * (abs(self.c) + abs(self.s)) * (1.0 + abs(self.persp[0]) + abs(self.persp[1]))
-
-    def uv(self, disp: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        x, y = pixel_grid(self.size)
-        h = self.size / 2.0
-        xs, ys = x - F32(h), y - F32(h)
-        if disp is not None:
-            xs = xs + disp[0]
-            ys = ys + disp[1]
-        u = F32(self.c) * xs + F32(self.s) * ys
-        v = F32(-self.s) * xs + F32(self.c) * ys
-        px, py = self.persp
-        if px or py:
-            f = 1.0 + F32(px / self.size) * xs + F32(py / self.size) * ys
-            u, v = u * f, v * f
-        return u, v
-
-
-class NoiseField:
-    """Gaussian-filtered noise defined in texture coordinates, so that it follows rotation
-    and displacement; std ``sigma_u`` x ``sigma_v`` px along u and v. Stored on a coarse
-    lattice (texel about sigma / 2 per axis) that covers the frame's (u, v) range plus
-    ``pad`` px, and sampled with cv2.remap (bilinear; reflected outside)."""
-
-    def __init__(self, rng: np.random.Generator, frame: Frame, sigma_u: float, sigma_v: float | None = None,
-                 pad: float = 0.0):
-        sigma_v = sigma_u if sigma_v is None else sigma_v
-        self.tu = max(1.0, sigma_u / 2.0)
-        self.tv = max(1.0, sigma_v / 2.0)
-        self.half = frame.half_extent() + pad + 8.0
-        nu = int(2 * self.half / self.tu) + 3
-        nv = int(2 * self.half / self.tv) + 3
-        w = rng.random((nv, nu), dtype=F32) - F32(0.5)
-        w = cv2.GaussianBlur(w, (0, 0), sigmaX=sigma_u / self.tu, sigmaY=sigma_v / self.tv,
-                             borderType=cv2.BORDER_REFLECT)
-        self.tile = w * F32(1.0 / (_std(w) + 1e-6))
-
-    def __call__(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-        mu = u * F32(1.0 / self.tu) + F32(self.half / self.tu)
-        mv = v * F32(1.0 / self.tv) + F32(self.half / self.tv)
-        return cv2.remap(self.tile, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-
-
-def shade(height: np.ndarray, light: np.ndarray, strength: float) -> np.ndarray:
-    """Lambert-like shading factor 1 - k (grad H . l) of a height map (light l in image xy)."""
-    gx = cv2.Sobel(height, cv2.CV_32F, 1, 0, ksize=3) * F32(0.125)
-    gy = cv2.Sobel(height, cv2.CV_32F, 0, 1, ksize=3) * F32(0.125)
-    return 1.0 - F32(strength) * (gx * F32(light[0]) + gy * F32(light[1]))
-
-
-def random_light(rng: np.random.Generator) -> np.ndarray:
-    a = rng.uniform(0, 2 * math.pi)
-    return np.array([math.cos(a), math.sin(a)], dtype=F32)
-
-
-def camera(img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
-    """Acquisition: illumination gradient and vignetting, gain, slight defocus blur,
-    sensor noise, 8-bit quantisation. Returns uint8 (gray or RGB)."""
-    x, y = pixel_grid(size)
-    xn = x * F32(2.0 / size) - 1.0
-    yn = y * F32(2.0 / size) - 1.0
-    phi = rng.uniform(0, 2 * math.pi)
-    slope = rng.uniform(0.0, 0.12)
-    vig = rng.uniform(0.0, 0.12)
-    gain = rng.uniform(0.93, 1.07)
-    blotch = rng.uniform(0.0, 0.04)
-    field = gain * (1.0 + F32(slope * math.cos(phi)) * xn + F32(slope * math.sin(phi)) * yn
-                    - F32(0.5 * vig) * (xn * xn + yn * yn))
-    field = field * (1.0 + F32(blotch) * smooth_field(rng, size, 3))
-    out = mul3(img, field) if img.ndim == 3 else img * field
-    sigma = rng.uniform(0.3, 0.9) * min(1.0, size / 256.0)
-    if sigma >= 0.35:
-        out = cv2.GaussianBlur(out, (0, 0), sigma)
-    noise = rng.uniform(0.003, 0.012)
-    # uniform sensor noise with that std, drawn as bytes (much faster than normal draws)
-    raw = np.frombuffer(rng.bytes(out.size), np.uint8).reshape(out.shape).astype(F32)
-    a = noise * math.sqrt(12.0) / 256.0
-    out = cv2.scaleAdd(raw, a, out)  # out + a * raw; the mean a * 127.5 is removed below
-    np.clip(out, F32(127.5 * a), F32(1.0 + 127.5 * a), out=out)
-    return cv2.convertScaleAbs(out, alpha=255.0, beta=-255.0 * 127.5 * a)
 
 
 # ----------------------------------------------------------------------------- grid
