@@ -10,7 +10,8 @@ import pytest
 
 from sidn.config import DGMConfig
 from sidn.data import masks as masks_mod
-from sidn.data.dgm import SOURCES, DefectGenerator, make_validation_set, to_tensor_batch
+from sidn.data.dgm import DefectGenerator, make_validation_set, to_tensor_batch
+from sidn.data.dgm_sources import SOURCES
 from sidn.data.masks import SHAPES, MaskSampler
 
 
