@@ -7,6 +7,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from sidn import metrics as M
+from sidn import ranked_pixels, threshold_sweep
+from sidn.ranked_pixels import RankedPixels
 
 
 def _random_case(seed: int, n: int = 3, shape=(24, 32), decimals: int | None = 2):
@@ -236,7 +238,7 @@ def _assert_same(a, b, exact: bool):
 
 def test_ranked_pixels_holds_every_pixel_sorted():
     maps, masks = _typed_case(0, decimals=1)
-    r = M.RankedPixels(maps, masks)
+    r = RankedPixels(maps, masks)
     flat = np.concatenate([a.ravel() for a in maps])
     assert np.array_equal(r.scores, np.sort(flat)[::-1]) and r.scores.dtype == np.float32
     image = np.repeat(np.arange(len(maps)), maps[0].size)
@@ -259,9 +261,9 @@ def test_ranked_pixels_holds_every_pixel_sorted():
 @pytest.mark.parametrize("decimals", [None, 1, 2])
 def test_subset_equals_direct_computation(decimals):
     maps, masks = _typed_case(1, decimals)
-    r = M.RankedPixels(maps, masks)
+    r = RankedPixels(maps, masks)
     for idx in ([0, 1, 2, 3], [0, 1, 4, 5, 6], [2, 5], [3]):
-        direct = _all_metrics(M.RankedPixels([maps[i] for i in idx], [masks[i] for i in idx]))
+        direct = _all_metrics(RankedPixels([maps[i] for i in idx], [masks[i] for i in idx]))
         sub = r.subset(idx)
         assert sub.n_images == len(idx) and np.array_equal(np.unique(sub.image), np.arange(len(idx)))
         _assert_same(_all_metrics(sub), direct, exact=True)
@@ -276,7 +278,7 @@ def test_subset_equals_direct_computation(decimals):
 
 def test_subset_matches_sklearn_and_bruteforce():
     maps, masks = _typed_case(2, decimals=2)
-    r = M.RankedPixels(maps, masks)
+    r = RankedPixels(maps, masks)
     idx = [0, 1, 5, 6]
     y = np.concatenate([masks[i].ravel() for i in idx])
     s = np.concatenate([maps[i].ravel() for i in idx])
@@ -287,15 +289,16 @@ def test_subset_matches_sklearn_and_bruteforce():
 
 def test_sweeps_do_not_depend_on_chunk_size(monkeypatch):
     maps, masks = _typed_case(3, decimals=2)
-    whole = _all_metrics(M.RankedPixels(maps, masks))
-    monkeypatch.setattr(M, "CHUNK", 7)
-    _assert_same(_all_metrics(M.RankedPixels(maps, masks)), whole, exact=True)
+    whole = _all_metrics(RankedPixels(maps, masks))
+    monkeypatch.setattr(threshold_sweep, "CHUNK", 7)
+    monkeypatch.setattr(ranked_pixels, "CHUNK", 7)
+    _assert_same(_all_metrics(RankedPixels(maps, masks)), whole, exact=True)
     assert M.pixel_auroc_per_image(maps, masks)[2] == M.pixel_auroc([maps[2]], [masks[2]])
 
 
 def test_subset_degenerate_and_invalid():
     maps, masks = _typed_case(4, decimals=2)
-    r = M.RankedPixels(maps, masks)
+    r = RankedPixels(maps, masks)
     good = r.subset([0, 1])
     with pytest.warns(UserWarning, match="needs both classes"):
         assert np.isnan(good.pixel_auroc())
