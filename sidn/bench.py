@@ -4,7 +4,7 @@
 
 * inference ms per image at batch 1 and 16 in fp32 (eager, the model as trained) and in the
   fast mode that :class:`sidn.inference.Predictor` serves with ``fast=True``
-  (:func:`sidn.fast_model.make_fast`): the best mode this CPU supports, ``fast_mode`` names
+  (:func:`sidn.fast_choice.make_fast`): the best mode this CPU supports, ``fast_mode`` names
   it. That is int8 (:mod:`sidn.int8`, e.g. ``foldbn+int8+fp32head+channels_last+onednn``,
   ``+u7`` on CPUs without VNNI) where oneDNN runs int8 and the int8 form reached parity with
   fp32 on the parity model below, else the float fast mode
@@ -18,7 +18,7 @@
   else a tiny SIDN (64 px, C=16) trained for :data:`PARITY_STEPS` steps on generated
   textures (:func:`sidn.data.synth.render_sample`; bench has no dataset). Its DGM validation
   set (:func:`sidn.data.dgm.make_validation_set`) and held-out good images are generated too;
-  int8 is calibrated on them (:func:`sidn.int8.calibrate_int8`) and judged by pixel and image
+  int8 is calibrated on them (:func:`sidn.int8.calibrate.calibrate_int8`) and judged by pixel and image
   AUROC (within 0.005 of fp32) and the false alarms at the threshold (``fast_pixel_auroc_delta``,
   ``fast_image_auroc_delta``, ``fast_alarms`` vs ``fp32_alarms``, ``fast_parity_passed``). The
   threshold is the bundle's, else the one ``sidn calibrate`` (image FAR) picks from the fp32
@@ -64,7 +64,7 @@ from torch import Tensor, nn
 from sidn.config import SIDNConfig
 from sidn.cpu import cpu_info
 from sidn.device import amp_enabled, autocast, bf16_autocast_supported, describe
-from sidn.fast_model import MAX_FAST_DIFF, float_fast_mode, make_float_fast, mode_of
+from sidn.fast_model import float_fast_mode, make_float_fast, MAX_FAST_DIFF, mode_of
 
 REQUIRED_KEYS = (
     "infer_ms_fp32_bs1",
@@ -171,7 +171,7 @@ def _fp32_runner(model: nn.Module) -> Callable[[Tensor], Tensor]:
 
 
 def _runner(net: nn.Module) -> Callable[[Tensor], Tensor]:
-    """``run(x) -> fused`` of a fast form (:class:`~sidn.fast_model.FastSIDN`, :class:`~sidn.int8.Int8SIDN`)."""
+    """``run(x) -> fused`` of a fast form (:class:`~sidn.fast_model.FastSIDN`, :class:`~sidn.int8.model.Int8SIDN`)."""
     return lambda x: net(x).fused
 
 
@@ -246,7 +246,8 @@ def _parity(model: nn.Module, cfg: SIDNConfig, float_fast: nn.Module | None,
     from sidn.config import CalibrateConfig
     from sidn.data.dgm import make_validation_set
     from sidn.inference import Predictor
-    from sidn.int8 import calibrate_int8, checkable_schemes, int8_mode_name, parity_report
+    from sidn.int8.calibrate import calibrate_int8, parity_report
+    from sidn.int8.scheme import checkable_schemes, int8_mode_name
 
     def i8_mode(variant: str) -> str:
         scheme, _, rest = variant.partition("+")
@@ -388,8 +389,11 @@ def run_bench(
     parity model.
     """
     from sidn.device import select_device
-    from sidn.int8 import (DEFAULT_TAIL, Int8Calibration, int8_scheme, make_int8, observe_ranges,
-                           select_int8, weights_hash)
+    from sidn.int8.calibrate import observe_ranges
+    from sidn.int8.model import make_int8
+    from sidn.int8.record import Int8Calibration, weights_hash
+    from sidn.int8.scheme import DEFAULT_TAIL, int8_scheme
+    from sidn.int8.serve import select_int8
     from sidn.model.flops import count_flops, count_parameters
 
     t_start = time.perf_counter()

@@ -30,7 +30,7 @@ from sidn.io import atomic_write
 from sidn.weights_hash import CALIBRATION_BUFFERS, weights_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sidn.int8 import Int8Calibration
+    from sidn.int8.record import Int8Calibration
     from sidn.model.sidn import SIDN
 
 BUNDLE_FORMAT = "sidn-bundle/1"
@@ -208,10 +208,10 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple["
 def _attach_int8(model: "SIDN", extra: dict[str, Any], path: Path) -> None:
     """Hang the bundle's int8 calibration (``sidn calibrate``) on the model for the fast mode.
 
-    One made for other weights is still attached: :func:`sidn.int8.select_int8` then serves the
+    One made for other weights is still attached: :func:`sidn.int8.serve.select_int8` then serves the
     float fast mode and says why. A calibration that cannot be read is refused, naming the file.
     """
-    from sidn.int8 import from_bundle_extra
+    from sidn.int8.record import from_bundle_extra
 
     try:
         calibration = from_bundle_extra(extra)
@@ -250,6 +250,6 @@ def set_bundle_thresholds(
 def store_int8_calibration(path: str | Path, calibration: "Int8Calibration") -> None:
     """Store an int8 calibration (:mod:`sidn.int8`) in the bundle at ``path`` (``extra["int8"]``), atomically;
     :func:`load_bundle` attaches it to the model again."""
-    from sidn.int8 import BUNDLE_KEY
+    from sidn.int8.record import BUNDLE_KEY
 
     set_bundle_thresholds(path, extra_update={BUNDLE_KEY: calibration.to_dict()})

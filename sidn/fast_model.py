@@ -1,13 +1,13 @@
 """Fast inference forms of SIDN: the "fast mode" that ``sidn bench`` times and the Predictor serves.
 
-:func:`make_fast` turns a :class:`~sidn.model.sidn.SIDN` into the best inference-only form the
-device supports, returning the same typed :class:`~sidn.model.sidn.SIDNOutput` (all tensors
+:func:`sidn.fast_choice.make_fast` turns a :class:`~sidn.model.sidn.SIDN` into the best inference-only form the
+device supports (int8 or the float form built here), returning the same typed :class:`~sidn.model.sidn.SIDNOutput` (all tensors
 float32); its ``mode`` names the steps applied, joined by ``+``, and its ``note`` says why a
 better mode was not used:
 
 * **int8** (:mod:`sidn.int8`, e.g. ``foldbn+int8+fp32head+channels_last+onednn``; ``+u7`` on
   CPUs without VNNI): where oneDNN runs int8 on the CPU *and* the model carries an int8
-  calibration (:func:`sidn.int8.calibrate_int8`, :func:`sidn.int8.attach`, or ``int8=``) that
+  calibration (:func:`sidn.int8.calibrate.calibrate_int8`, :func:`sidn.int8.record.attach`, or ``int8=``) that
   reached parity with fp32 for this CPU's scheme. Needs no bf16 hardware (issue 11).
 * otherwise the **float** fast form (:func:`make_float_fast`, :func:`float_fast_mode`), made of:
 
@@ -36,7 +36,7 @@ better mode was not used:
   model, up to rounding).
 
 :func:`fast_mode` names what a model without int8 calibration gets (the float mode),
-:func:`best_mode` the best mode the device supports. Models that are not a SIDN (an
+:func:`sidn.fast_choice.best_mode` the best mode the device supports. Models that are not a SIDN (an
 :class:`sidn.export.OnnxModel`, a test stand-in) are returned unchanged. The copy is a
 snapshot: weights changed afterwards are not seen.
 
@@ -55,8 +55,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -65,7 +63,6 @@ from sidn.device import bf16_autocast_supported
 from sidn.model.fem import ResidualBlock
 from sidn.model.sidn import SIDN, SIDNOutput
 
-log = logging.getLogger(__name__)
 
 MAX_FAST_DIFF = 1e-2  # max |fused_fast - fused_fp32| the fast mode is held to (bench, tests)
 _CONVS = (nn.Conv2d, nn.ConvTranspose2d)
@@ -301,20 +298,8 @@ def fast_mode(device: torch.device | str) -> str:
     return float_fast_mode(device)
 
 
-def best_mode(device: torch.device | str) -> str:
-    """Name of the best mode ``device`` supports: int8 (:mod:`sidn.int8`) where oneDNN runs int8, else the float one.
-
-    int8 is served for a model only with an int8 calibration that reached parity
-    (:func:`make_fast`); without one the model gets :func:`float_fast_mode`.
-    """
-    from sidn.int8 import int8_mode_name, int8_scheme
-
-    scheme = int8_scheme(device)
-    return int8_mode_name(scheme) if scheme is not None else float_fast_mode(device)
-
-
 class FastForm(nn.Module):
-    """Base of the inference-only forms of a SIDN (:class:`FastSIDN`, :class:`sidn.int8.Int8SIDN`).
+    """Base of the inference-only forms of a SIDN (:class:`FastSIDN`, :class:`sidn.int8.model.Int8SIDN`).
 
     ``mode`` names the form; ``note`` says why a better mode was not used ('' if none was).
     """
@@ -361,40 +346,13 @@ def make_float_fast(model: SIDN, device: torch.device | str | None = None, note:
     return FastSIDN(net, mode, note).eval()
 
 
-def make_fast(model: nn.Module, device: torch.device | str | None = None, int8: Any = None) -> nn.Module:
-    """The fast inference form of ``model``, the best this device supports; ``model`` is not modified.
-
-    int8 (:class:`sidn.int8.Int8SIDN`) where the CPU runs oneDNN int8 and ``int8`` (an
-    :class:`sidn.int8.Int8Calibration`; default: the one :func:`sidn.int8.attach` hung on the
-    model) passed parity for this CPU's scheme; otherwise the float fast form
-    (:func:`make_float_fast`) whose ``note`` says why int8 was not used (logged as a warning
-    when a calibration was there but could not be served). ``device`` defaults to the model's.
-    A prepared form or any model that is not a SIDN is returned as is (:func:`mode_of` tells which).
-    """
-    if isinstance(model, FastForm) or not isinstance(model, SIDN):
-        return model
-    dev = torch.device(device) if device is not None else next(model.parameters()).device
-    from sidn.int8 import int8_scheme, select_int8
-
-    note = ""
-    if int8_scheme(dev) is not None:
-        calib = int8 if int8 is not None else getattr(model, "int8_calibration", None)
-        net, why = select_int8(model, calib, dev)
-        if net is not None:
-            return net
-        note = f"int8 not used: {why}; serving {float_fast_mode(dev)}"
-        if calib is not None:
-            log.warning("%s", note)
-    return make_float_fast(model, dev, note)
-
-
 def mode_of(model: nn.Module) -> str:
-    """The ``mode`` of a fast form (:class:`FastSIDN`, :class:`sidn.int8.Int8SIDN`), ``"model"`` for other modules."""
+    """The ``mode`` of a fast form (:class:`FastSIDN`, :class:`sidn.int8.model.Int8SIDN`), ``"model"`` for other modules."""
     return model.mode if isinstance(model, FastForm) else "model"
 
 
 __all__ = [
-    "FastForm", "float_fast_mode", "best_mode", "make_float_fast", "GemmHead", "gemm_heads",
-    "FastSIDN", "FusedConv", "FusedResidualBlock", "Cast", "make_fast", "mode_of", "fast_mode", "fold_batchnorm",
+    "FastForm", "float_fast_mode", "make_float_fast", "GemmHead", "gemm_heads",
+    "FastSIDN", "FusedConv", "FusedResidualBlock", "Cast", "mode_of", "fast_mode", "fold_batchnorm",
     "fp32_tail", "fuse_onednn", "MAX_FAST_DIFF",
 ]

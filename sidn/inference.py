@@ -39,7 +39,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from torch import nn
 
 from sidn.config import InferConfig
-from sidn.fast_model import make_fast, mode_of
+from sidn.fast_choice import make_fast
+from sidn.fast_model import mode_of
 
 
 class UncalibratedModelError(RuntimeError):
@@ -86,7 +87,7 @@ def anomaly_maps(
     Runs in eval mode under ``torch.inference_mode`` in batches of ``batch_size`` (the
     model's train/eval mode is restored afterwards). Inputs are passed in channels_last
     memory format; the model's own weight layout is left alone (``SIDN`` stores its weights
-    channels_last by default). ``fast=True`` runs :func:`sidn.fast_model.make_fast` of the
+    channels_last by default). ``fast=True`` runs :func:`sidn.fast_choice.make_fast` of the
     model (the mode ``sidn bench`` reports; a SIDN is prepared anew at each call, so pass an
     already prepared model, as :class:`Predictor` does, when calling repeatedly).
     Output is float32 on the CPU. ``S`` must suit the model (multiples of 16 for SIDN).
@@ -304,10 +305,10 @@ class Predictor:
 
     ``threshold`` overrides ``model.threshold``; the model's buffer is read at every call, so
     a threshold written by calibration is picked up. ``fast=True`` serves the maps from
-    :func:`sidn.fast_model.make_fast` of the model, prepared here once (a snapshot of the
+    :func:`sidn.fast_choice.make_fast` of the model, prepared here once (a snapshot of the
     weights; ``fast_mode`` names it): the best mode the device supports, i.e. int8 where the CPU
-    runs it and an int8 calibration (``int8``, an :class:`sidn.int8.Int8Calibration`, else the one
-    :func:`sidn.int8.attach` hung on the model) reached parity, otherwise the float fast mode,
+    runs it and an int8 calibration (``int8``, an :class:`sidn.int8.record.Int8Calibration`, else the one
+    :func:`sidn.int8.record.attach` hung on the model) reached parity, otherwise the float fast mode,
     with ``fast_note`` saying why int8 was not used. ``fast=False`` serves the model itself (``"model"``).
     """
 
@@ -327,7 +328,7 @@ class Predictor:
 
     @property
     def fast_mode(self) -> str:
-        """How the maps are computed: a :func:`sidn.fast_model.make_fast` mode, or ``"model"``."""
+        """How the maps are computed: a :func:`sidn.fast_choice.make_fast` mode, or ``"model"``."""
         return mode_of(self.net)
 
     @property

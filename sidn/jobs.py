@@ -20,7 +20,9 @@ from sidn.config import SIDNConfig
 from sidn.data.dgm import make_validation_set
 from sidn.data.mvtec import build_manifest, load_images, read_image, read_mask, split_holdout
 from sidn.inference import Prediction, Predictor
-from sidn.int8 import BUNDLE_KEY as INT8_KEY, Int8Calibration, calibrate_int8, int8_scheme, int8_summary
+from sidn.int8.calibrate import calibrate_int8
+from sidn.int8.record import BUNDLE_KEY as INT8_KEY, int8_summary, Int8Calibration
+from sidn.int8.scheme import int8_scheme
 from sidn.io import atomic_write, atomic_write_json
 from sidn.model.sidn import SIDN
 from sidn.metrics import RankedPixels, image_auroc, pixel_auroc_per_image
@@ -235,7 +237,7 @@ def _int8_calibration(model: SIDN, good_images: np.ndarray, val_images: np.ndarr
 
     Only the ``u7s8`` scheme is judged: every x86 CPU with int8 kernels computes it, bit for bit,
     so the verdict stored in the bundle holds on whichever machine serves it. ``u8s8`` (VNNI
-    CPUs only) was no faster (sidn/int8.py: 26 vs 25 ms) and would cost a second check.
+    CPUs only) was no faster (sidn/int8/: 26 vs 25 ms) and would cost a second check.
     """
     if int8_scheme("cpu") is None:
         return None

@@ -32,7 +32,9 @@ import numpy as np
 import pandas as pd
 
 from sidn.bundle import load_bundle
-from sidn.data.mvtec import IMAGE_EXTENSIONS, DataError, read_image
+from sidn.data.decode import read_image
+from sidn.data.errors import DataError
+from sidn.data.mvtec import IMAGE_EXTENSIONS
 from sidn.inference import Prediction, Predictor
 
 OUTPUT_DIRS = ("masks", "overlays")
@@ -203,7 +205,7 @@ def predict_files(
     the image gets a row with status ``skipped`` and the reason. Outputs are published as a set
     at the end (:func:`publish_outputs`): on any error ``out_dir`` is left as it was and no
     temporary folder remains. ``fast`` computes the maps with the fastest form this CPU supports
-    (:func:`sidn.fast_model.make_fast`: int8 where the bundle's int8 calibration passed parity,
+    (:func:`sidn.fast_choice.make_fast`: int8 where the bundle's int8 calibration passed parity,
     else bf16 or folded fp32); predictions.json names it (``fast_mode``) and says why int8 was not used.
     """
     bundle_path, out_dir = Path(bundle_path), Path(out_dir)

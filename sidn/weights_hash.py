@@ -1,4 +1,4 @@
-"""The identity of a model's weights: one sha256 that ties an int8 calibration (sidn/int8.py) and
+"""The identity of a model's weights: one sha256 that ties an int8 calibration (sidn/int8/) and
 an exported ONNX file (sidn/export.py) to the bundle whose weights they were made from."""
 
 from __future__ import annotations

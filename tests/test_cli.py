@@ -9,7 +9,7 @@ import pytest
 
 from helpers_data import make_mvtec_tree
 from sidn.cli import main
-from sidn.int8 import int8_scheme
+from sidn.int8.scheme import int8_scheme
 
 TINY = ["data.image_size=64", "train.steps=100", "train.batch_size=8", "train.val_every=50", "train.lr=0.001",
         "train.amp=off", "dgm.val_images=16", "data.holdout_fraction=0.25", "data.min_train_images=4"]

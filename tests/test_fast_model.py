@@ -16,8 +16,8 @@ from torch import nn
 
 import sidn.fast_model as fm
 from sidn.config import InferConfig, ModelConfig
-from sidn.fast_model import (MAX_FAST_DIFF, FastSIDN, GemmHead, best_mode, fast_mode, float_fast_mode, fold_batchnorm,
-                             make_fast, mode_of)
+from sidn.fast_choice import best_mode, make_fast
+from sidn.fast_model import fast_mode, FastSIDN, float_fast_mode, fold_batchnorm, GemmHead, MAX_FAST_DIFF, mode_of
 from sidn.inference import Predictor, anomaly_maps
 from sidn.model import SIDN, SIDNOutput
 
@@ -106,7 +106,7 @@ def test_mode_names_and_fallbacks(monkeypatch: pytest.MonkeyPatch) -> None:
     onednn = torch.backends.mkldnn.is_available()
     want = "foldbn" + ("+bf16+fp32tail" if native else "") + "+channels_last" + ("+onednn" if onednn else "")
     assert float_fast_mode("cpu") == want
-    from sidn.int8 import int8_mode_name, int8_scheme
+    from sidn.int8.scheme import int8_mode_name, int8_scheme
 
     scheme = int8_scheme("cpu")  # the best mode: int8 where oneDNN runs it (served once calibrated)
     assert best_mode("cpu") == (int8_mode_name(scheme) if scheme else want)

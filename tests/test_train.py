@@ -226,7 +226,8 @@ def test_device_helpers():
 
 def test_bench_keys_tiny():
     from sidn.bench import REQUIRED_KEYS, format_bench, run_bench
-    from sidn.fast_model import best_mode, fast_mode
+    from sidn.fast_choice import best_mode
+    from sidn.fast_model import fast_mode
 
     d = run_bench(image_size=SIZE, repeats=1, batch=2, matmul_size=128, train_repeats=1)
     for k in REQUIRED_KEYS:
