@@ -15,7 +15,7 @@ from sidn.config import load_config
 from sidn.device import amp_enabled, autocast
 from sidn.losses import SIDNLoss
 from sidn.model.sidn import SIDN
-from sidn.train import _to_fp32
+from sidn.train_validation import to_fp32
 
 cfg = load_config("params.yaml", [f"train.amp={sys.argv[1] if len(sys.argv) > 1 else 'auto'}"])
 torch.set_num_threads(2)
@@ -32,7 +32,7 @@ model.init_centres_from(first.z_t.detach(), first.z_d.detach())
 def step() -> None:
     with autocast(torch.device("cpu"), use_amp):
         out = model(x)
-    terms = loss_fn(_to_fp32(out), mask, model)
+    terms = loss_fn(to_fp32(out), mask, model)
     opt.zero_grad()
     terms.total.backward()
     opt.step()

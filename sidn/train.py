@@ -23,6 +23,9 @@ steps and at the end: ``val_loss`` = L_s (eq. 5) and pixel AUROC of the fused ma
 L_s is the segmentation objective itself, is smooth from step to step and does not saturate
 the way AUROC on easy synthetic defects does; AUROC is logged alongside for inspection.
 
+The loop is here; checkpoints and run files are :mod:`sidn.train_checkpoint`, validation
+:mod:`sidn.train_validation`, clean stops :mod:`sidn.train_signals`.
+
 Outputs in ``out_dir`` (all written atomically): ``model.pt`` (best, :mod:`sidn.bundle`),
 ``checkpoint.pt`` (last state, for ``resume=True``), ``config.yaml`` (resolved config),
 ``history.csv`` (one row per step; ``val_*`` columns filled on validation steps).
@@ -42,16 +45,12 @@ step (unless it lands inside the optimiser update). A non-finite loss or gradien
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
-import signal
-import threading
 import time
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -62,42 +61,14 @@ from sidn.bundle import save_bundle
 from sidn.config import SIDNConfig
 from sidn.cpu import cpu_info
 from sidn.device import amp_enabled, autocast, select_device
-from sidn.io import atomic_write, atomic_write_text
+from sidn.io import atomic_write
+from sidn.train_checkpoint import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE,
+                                   MODEL_FILE, check_resume_config, data_fingerprint, history_frame, load_checkpoint,
+                                   remove_stale_temporaries, rng_state, set_rng_state, write_history)
+from sidn.train_signals import StopFlag, UpdateGuard, signal_guard
+from sidn.train_validation import evaluate_validation, to_fp32
 
 log = logging.getLogger("sidn.train")
-
-CHECKPOINT_FORMAT = "sidn-checkpoint/1"
-MODEL_FILE = "model.pt"
-CHECKPOINT_FILE = "checkpoint.pt"
-CONFIG_FILE = "config.yaml"
-HISTORY_FILE = "history.csv"
-
-HISTORY_COLUMNS = [
-    "step",
-    "l_s",
-    "l_z",
-    "l_kl",
-    "l_td",
-    "total",
-    "radii_t_mean",
-    "radii_d_mean",
-    "grad_norm",
-    "lr",
-    "elapsed_s",
-    "val_loss",
-    "val_pixel_auroc",
-]
-
-# Settings that must match between a checkpoint and the config used to resume it. The step
-# budget, time budget, validation/checkpoint intervals, threads, device and amp may change.
-_RESUME_KEYS = {
-    "model": None,
-    "loss": None,
-    "dgm": None,
-    "data": ["image_size"],
-    "train": ["lr", "batch_size", "seed", "schedule", "warmup_steps", "augment", "crop_size"],
-}
-
 
 class TrainingDiverged(RuntimeError):
     """The loss or the gradient became NaN/inf; the last good checkpoint was kept."""
@@ -160,176 +131,6 @@ def _check_images(name: str, arr: Any) -> np.ndarray:
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(f"train: {name} must be gray images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]")
     return arr
-
-
-# --------------------------------------------------------------------------------------------
-# validation
-# --------------------------------------------------------------------------------------------
-
-
-def pixel_auroc_of(maps: np.ndarray, masks: np.ndarray) -> float:
-    """Pixel AUROC (:func:`sidn.metrics.pixel_auroc`) of maps [N,H,W] vs masks [N,H,W]; NaN if one class."""
-    from sidn.metrics import pixel_auroc
-
-    labels = masks > 0.5
-    if labels.all() or not labels.any():
-        return float("nan")
-    return float(pixel_auroc(list(maps), list(labels.astype(np.uint8))))
-
-
-def _to_fp32(out: Any) -> Any:
-    """Cast every floating tensor field of a SIDNOutput to float32 (loss is computed in fp32)."""
-    if not is_dataclass(out):
-        return out
-    changes = {}
-    for f in fields(out):
-        v = getattr(out, f.name)
-        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float32:
-            changes[f.name] = v.float()
-    return replace(out, **changes) if changes else out
-
-
-@torch.no_grad()
-def evaluate_validation(
-    model: torch.nn.Module,
-    loss_fn: torch.nn.Module,
-    images: torch.Tensor,
-    masks: torch.Tensor,
-    batch_size: int,
-    device: torch.device,
-    use_amp: bool,
-) -> tuple[float, float]:
-    """``(val L_s, pixel AUROC)`` on a fixed validation set ``images/masks [M,1,H,W]`` (CPU tensors).
-
-    Runs in eval mode; the torch RNG state is restored afterwards so validation never changes
-    the training trajectory.
-    """
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    maps = []
-    devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            for i in range(0, images.shape[0], batch_size):
-                x = images[i : i + batch_size].to(device)
-                m = masks[i : i + batch_size].to(device)
-                with autocast(device, use_amp):
-                    out = model(x)
-                out = _to_fp32(out)
-                terms = loss_fn(out, m, model)
-                total += float(terms.l_s) * x.shape[0]
-                count += x.shape[0]
-                maps.append(out.fused.detach().float().cpu().numpy()[:, 0])
-    finally:
-        model.train(was_training)
-    val_loss = total / max(count, 1)
-    auroc = pixel_auroc_of(np.concatenate(maps), masks.numpy()[:, 0])
-    return val_loss, auroc
-
-
-# --------------------------------------------------------------------------------------------
-# checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-def _rng_state(rng: np.random.Generator) -> str:
-    return json.dumps(rng.bit_generator.state)
-
-
-def _set_rng_state(rng: np.random.Generator, state: str) -> None:
-    rng.bit_generator.state = json.loads(state)
-
-
-def _history_frame(history: dict[str, list]) -> pd.DataFrame:
-    df = pd.DataFrame({c: history.get(c, []) for c in HISTORY_COLUMNS})
-    if len(df):
-        df["step"] = df["step"].astype(int)
-    return df
-
-
-def _write_history(path: Path, history: dict[str, list]) -> None:
-    atomic_write_text(path, _history_frame(history).to_csv(index=False))
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a training checkpoint with ``torch.load(weights_only=True)``; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable sidn checkpoint (corrupt or not a torch file): {exc}") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        fmt = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path}: wrong checkpoint format {fmt!r}, expected {CHECKPOINT_FORMAT!r}")
-    return ckpt
-
-
-def data_fingerprint(images: np.ndarray) -> str:
-    """sha256 of the training images as the network sees them (float32 [N,H,W])."""
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(images, dtype=np.float32).tobytes()).hexdigest()
-
-
-def remove_stale_temporaries(out_dir: Path) -> list[Path]:
-    """Delete ``.<name>.*.tmp`` files that a killed run left behind (atomic writes, :mod:`sidn.io`)."""
-    stale = [p for name in (CHECKPOINT_FILE, MODEL_FILE, HISTORY_FILE, CONFIG_FILE) for p in out_dir.glob(f".{name}.*.tmp")]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
-
-
-def _check_resume_config(path: Path, saved: dict[str, Any], cfg: SIDNConfig) -> None:
-    now = cfg.to_dict()
-    diffs = []
-    for section, keys in _RESUME_KEYS.items():
-        a, b = saved.get(section, {}), now.get(section, {})
-        for key in keys if keys is not None else sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                diffs.append(f"{section}.{key}: checkpoint {a.get(key)!r} vs now {b.get(key)!r}")
-    if diffs:
-        raise ValueError(
-            f"{path}: cannot resume, the config differs from the checkpoint's: " + "; ".join(diffs)
-            + " (start a fresh run with resume=False or use the original settings)"
-        )
-
-
-# --------------------------------------------------------------------------------------------
-# signals
-# --------------------------------------------------------------------------------------------
-
-
-class _StopFlag:
-    """Signal handler that records a stop request; a second SIGINT raises KeyboardInterrupt."""
-
-    def __init__(self) -> None:
-        self.reason: str | None = None
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        if self.reason is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.reason = signal.Signals(signum).name
-
-
-@contextlib.contextmanager
-def _signal_guard(flag: _StopFlag) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be installed from the main thread (e.g. Prefect workers)
-        return
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            previous[sig] = signal.signal(sig, flag)
-        except (ValueError, OSError):  # pragma: no cover
-            pass
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,7 +218,7 @@ class _Run:
     def resume(self) -> None:
         """Continue from ``checkpoint.pt``: same config keys and same training images required."""
         ckpt = load_checkpoint(self.ckpt_path)
-        _check_resume_config(self.ckpt_path, ckpt.get("config", {}), self.cfg)
+        check_resume_config(self.ckpt_path, ckpt.get("config", {}), self.cfg)
         if ckpt.get("data_sha256", self.data_hash) != self.data_hash:
             raise ValueError(
                 f"{self.ckpt_path}: cannot resume, the checkpoint was trained on other images (another dataset, "
@@ -431,7 +232,7 @@ class _Run:
             torch.set_rng_state(ckpt["torch_rng"])
             if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
                 torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
-            _set_rng_state(self.rng, ckpt["numpy_rng"])
+            set_rng_state(self.rng, ckpt["numpy_rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ValueError(f"{self.ckpt_path}: checkpoint does not match this model/optimizer: {exc}") from exc
         self.step = int(ckpt["step"])
@@ -445,7 +246,7 @@ class _Run:
     def write_checkpoint(self, rng_states: tuple[torch.Tensor, str] | None = None) -> None:
         """``checkpoint.pt`` + ``history.csv`` at the current step; ``rng_states`` rewinds the RNGs
         to the start of a step that was interrupted."""
-        torch_rng, np_rng = rng_states if rng_states is not None else (torch.get_rng_state(), _rng_state(self.rng))
+        torch_rng, np_rng = rng_states if rng_states is not None else (torch.get_rng_state(), rng_state(self.rng))
         payload = {
             "format": CHECKPOINT_FORMAT,
             "step": int(self.step),
@@ -464,7 +265,7 @@ class _Run:
             "data_sha256": self.data_hash,
         }
         atomic_write(self.ckpt_path, lambda tmp: torch.save(payload, tmp))
-        _write_history(self.history_path, self.history)
+        write_history(self.history_path, self.history)
 
     def bundle_extra(self, val_loss: float, val_auroc: float) -> dict[str, Any]:
         import sidn
@@ -502,10 +303,10 @@ class _Run:
         return bool(every) and every > 0 and self.step % every == 0
 
     # -- one step ----------------------------------------------------------------------------
-    def train_step(self, total_steps: int, guard: "_UpdateGuard") -> dict[str, float]:
+    def train_step(self, total_steps: int, guard: "UpdateGuard") -> dict[str, float]:
         """Sample, corrupt (DGM, eq. 1), forward, loss (eq. 25), one Adam step; returns the history row."""
         tc, device = self.tc, self.device
-        self.pending_rng = (torch.get_rng_state(), _rng_state(self.rng))
+        self.pending_rng = (torch.get_rng_state(), rng_state(self.rng))
         clean, donors = sample_batch(self.images, tc.batch_size, self.rng, tc.augment, tc.crop_size)
         noisy, mask = self.dgm(clean, self.rng, donors=donors)
         x = torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32)).unsqueeze(1).to(device)
@@ -516,7 +317,7 @@ class _Run:
             self.model.init_centres_from(first.z_t.float(), first.z_d.float())
         with autocast(device, self.use_amp):
             out = self.model(x)
-        terms = self.loss_fn(_to_fp32(out), m, self.model)
+        terms = self.loss_fn(to_fp32(out), m, self.model)
         values = {k: float(getattr(terms, k).detach()) for k in ("l_s", "l_z", "l_kl", "l_td", "total")}
         if not math.isfinite(values["total"]):
             raise TrainingDiverged(
@@ -571,7 +372,7 @@ class _Run:
             best_step=self.best_step,
             best_val_loss=self.best_val_loss if math.isfinite(self.best_val_loss) else float("nan"),
             steps_done=self.step,
-            history=_history_frame(h),
+            history=history_frame(h),
             best_val_auroc=self.best_val_auroc,
             stopped=stopped,
             out_dir=self.out_dir,
@@ -580,21 +381,7 @@ class _Run:
         )
 
 
-class _UpdateGuard:
-    """Marks the optimiser update: an interrupt inside it leaves an inconsistent state."""
-
-    def __init__(self) -> None:
-        self.active = False
-
-    def __enter__(self) -> None:
-        self.active = True
-
-    def __exit__(self, *exc: Any) -> None:
-        if exc[0] is None:
-            self.active = False
-
-
-def _interrupted(run: _Run, flag: _StopFlag, guard: _UpdateGuard, total_steps: int) -> TrainingInterrupted:
+def _interrupted(run: _Run, flag: StopFlag, guard: UpdateGuard, total_steps: int) -> TrainingInterrupted:
     """Checkpoint after an interrupt (rewinding the RNGs of an unfinished step) and say how to resume."""
     if guard.active:
         msg = (f"training interrupted inside an optimiser update at step {run.step + 1}; the state is "
@@ -650,11 +437,11 @@ def train(
 
     from tqdm.auto import tqdm
 
-    flag, guard = _StopFlag(), _UpdateGuard()
+    flag, guard = StopFlag(), UpdateGuard()
     total_steps = int(tc.steps)
     stopped = "steps"
     with tqdm(total=total_steps, initial=run.step, disable=not progress, desc="train", unit="step",
-              dynamic_ncols=True) as bar, _signal_guard(flag):
+              dynamic_ncols=True) as bar, signal_guard(flag):
         try:
             while run.step < total_steps:
                 if tc.max_minutes and tc.max_minutes > 0 and run.elapsed() >= tc.max_minutes * 60.0:
@@ -678,7 +465,7 @@ def train(
         except KeyboardInterrupt:
             raise _interrupted(run, flag, guard, total_steps) from None
         except TrainingDiverged:
-            _write_history(run.history_path, run.history)
+            write_history(run.history_path, run.history)
             raise
     return run.finish(stopped)
 
@@ -688,9 +475,5 @@ __all__ = [
     "TrainingDiverged",
     "TrainingInterrupted",
     "train",
-    "evaluate_validation",
-    "load_checkpoint",
     "lr_factor",
-    "pixel_auroc_of",
-    "HISTORY_COLUMNS",
 ]

@@ -15,7 +15,8 @@ import torch
 from sidn.bundle import load_bundle
 from sidn.config import SIDNConfig
 from sidn.batches import augment_dihedral, random_crops
-from sidn.train import HISTORY_COLUMNS, TrainingDiverged, TrainingInterrupted, load_checkpoint, train
+from sidn.train import TrainingDiverged, TrainingInterrupted, train
+from sidn.train_checkpoint import HISTORY_COLUMNS, load_checkpoint
 
 SIZE = 64
 
