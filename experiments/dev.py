@@ -28,7 +28,7 @@ import pandas as pd
 
 from sidn.bundle import load_bundle
 from sidn.config import load_config
-from sidn.data.mvtec import read_image
+from sidn.data.decode import read_image
 from sidn.inference import Predictor, image_score
 from sidn.metrics import image_auroc
 from sidn.cpu import cpu_info

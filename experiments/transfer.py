@@ -24,7 +24,8 @@ from sklearn.metrics import roc_auc_score
 
 from sidn.bundle import load_bundle
 from sidn.config import load_config
-from sidn.data.mvtec import build_manifest, load_images, read_mask, split_holdout
+from sidn.data.decode import read_mask
+from sidn.data.mvtec import build_manifest, load_images, split_holdout
 from sidn.train import train
 
 

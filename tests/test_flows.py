@@ -41,7 +41,7 @@ flows = pytest.importorskip("pipelines.flows")
 from prefect import flow  # noqa: E402
 
 from pipelines.params import CategoryPaths  # noqa: E402
-from sidn.data.mvtec import DataError  # noqa: E402
+from sidn.data.errors import DataError  # noqa: E402
 
 
 def _data(root: Path, categories=("carpet",), n_train: int = 12) -> Path:

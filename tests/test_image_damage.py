@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from helpers_data import make_mvtec_tree, texture, write_png
-from sidn.data import mvtec
-from sidn.data.mvtec import DataError, build_manifest, decode_bytes, read_image, read_raw
+from sidn.data import decode
+from sidn.data.decode import decode_bytes, read_image, read_raw
+from sidn.data.errors import DataError
+from sidn.data.mvtec import build_manifest
 
 
 def _jpeg(img: np.ndarray, *params: int) -> bytes:
@@ -132,7 +134,7 @@ def test_check_costs_one_extra_decode_for_jpeg_only(monkeypatch: pytest.MonkeyPa
         calls.append(len(buf))
         return real(buf, flags)
 
-    monkeypatch.setattr(mvtec.cv2, "imdecode", counting)
+    monkeypatch.setattr(decode.cv2, "imdecode", counting)
     decode_bytes(_jpeg(_color()), "a.jpg")
     assert len(calls) == 2
     calls.clear()
@@ -240,7 +242,7 @@ def test_mask_drawn_on_the_displayed_image_matches(tmp_path: Path) -> None:
     row = df[df["defect_type"] == "cut"].iloc[0]
     assert (row["height"], row["width"]) == (48, 32)
     gray = read_image(img)
-    mask = mvtec.read_mask(row["mask_path"], expected_shape=gray.shape)
+    mask = decode.read_mask(row["mask_path"], expected_shape=gray.shape)
     assert gray[mask > 0].mean() > 0.9 and gray[mask == 0].mean() < 0.3  # the mask covers the defect
 
 

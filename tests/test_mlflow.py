@@ -80,7 +80,7 @@ def _b64(image: np.ndarray, ext: str = ".png") -> str:
 
 
 def _gray01(image: np.ndarray) -> np.ndarray:
-    from sidn.data.mvtec import decode_bytes, raw_to_gray
+    from sidn.data.decode import decode_bytes, raw_to_gray
 
     return raw_to_gray(decode_bytes(base64.b64decode(_b64(image)), "test"))
 
@@ -693,7 +693,7 @@ def test_champion_loads_without_the_repo(registry_story, tmp_path):
 def _check_against_local(rows: list[dict], images: list[np.ndarray], bundle: Path, jpeg_second: bool = False) -> None:
     """Served / loaded outputs equal a local Predictor's on the same decoded images."""
     from pipelines.tracking.pyfunc_model import decode_anomaly_map, decode_png
-    from sidn.data.mvtec import decode_bytes, raw_to_gray
+    from sidn.data.decode import decode_bytes, raw_to_gray
 
     model, cfg, _ = load_bundle(bundle)
     exts = [".png", ".jpg" if jpeg_second else ".png"]

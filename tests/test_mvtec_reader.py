@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 
 from helpers_data import make_mvtec_tree, write_png
-from sidn.data.mvtec import (
-    MANIFEST_COLUMNS,
-    DataError,
-    build_manifest,
-    load_images,
-    read_image,
-    read_mask,
-    resize_image,
-    split_holdout,
-)
+from sidn.data.decode import read_image, read_mask
+from sidn.data.errors import DataError
+from sidn.data.mvtec import MANIFEST_COLUMNS, build_manifest, load_images, resize_image, split_holdout
 
 
 @pytest.fixture()

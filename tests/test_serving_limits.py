@@ -130,12 +130,12 @@ def test_chunks_respect_count_and_pixels():
 
 
 def _forbid_decoding(monkeypatch):
-    import sidn.data.mvtec as mvtec
+    import sidn.data.decode as decode
 
     def boom(*_a, **_k):
         raise AssertionError("an image was decoded")
 
-    monkeypatch.setattr(mvtec, "decode_bytes", boom)
+    monkeypatch.setattr(decode, "decode_bytes", boom)
     monkeypatch.setattr(cv2, "imdecode", boom)
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from pipelines.telemetry import switch_off
-from sidn.data.mvtec import DataError
+from sidn.data.errors import DataError
 
 
 class StageError(RuntimeError):

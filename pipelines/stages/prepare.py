@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from pipelines.params import WORK, load_stage_config
 from pipelines.stages import StageError, base_parser, publish, run_main, scratch
 from sidn.config import SIDNConfig
-from sidn.data.mvtec import DataError
+from sidn.data.errors import DataError
 
 PARAMS = ["data.root", "data.min_train_images"]
 

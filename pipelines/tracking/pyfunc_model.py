@@ -267,7 +267,8 @@ def checked_size(data: bytes, index: int, max_megapixels: float) -> tuple[int, i
 
 def decode_checked(data: bytes, index: int, size: tuple[int, int]) -> np.ndarray:
     """Decode row ``index``'s file (header size ``size`` already checked) -> float32 gray [H, W] in [0, 1]."""
-    from sidn.data.mvtec import DataError, decode_bytes, raw_to_gray
+    from sidn.data.decode import decode_bytes, raw_to_gray
+    from sidn.data.errors import DataError
 
     where = f"row {index}"
     try:

@@ -52,17 +52,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from sidn.data.mvtec import (
-    IMAGE_EXTENSIONS,
-    MASK_SUFFIX,
-    DataError,
-    decode_bytes,
-    image_info,
-    iter_layout,
-    list_images,
-    mask_path_for,
-    read_bytes,
-)
+from sidn.data.decode import decode_bytes, image_info, read_bytes
+from sidn.data.errors import DataError
+from sidn.data.mvtec import IMAGE_EXTENSIONS, MASK_SUFFIX, iter_layout, list_images, mask_path_for
 from sidn.io import atomic_write_text
 
 log = logging.getLogger(__name__)
