@@ -12,14 +12,8 @@ import pytest
 import cv2
 
 from helpers_data import make_mvtec_tree, texture, write_png
-from sidn.data.validate import (
-    CHECKS,
-    FRAME_COLUMNS,
-    ValidationReport,
-    build_validation_frame,
-    format_report,
-    validate_dataset,
-)
+from sidn.data.validate import CHECKS, ValidationReport, format_report, validate_dataset
+from sidn.data.validation_frame import FRAME_COLUMNS, build_validation_frame
 
 pytest.importorskip("great_expectations")
 
