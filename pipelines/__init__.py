@@ -1,3 +1,4 @@
-"""Orchestration around the ``sidn`` library: DVC stage entry points (``pipelines.stages``),
-Prefect flows (``pipelines.flows``), the report (``pipelines.report``), MLflow tracking and
-registry (``pipelines.tracking.runs``, ``pipelines.tracking.registry*``) and their CLI plug-ins."""
+"""Orchestration around the ``sidn`` library, one sub-package per tool: DVC stage entry points
+(``pipelines.stages``), Prefect (``pipelines.orchestration``), MLflow and the S3 store
+(``pipelines.tracking``); beside them the run layout (``pipelines.layout``), params
+(``pipelines.params``), the report (``pipelines.report``) and the telemetry switches."""

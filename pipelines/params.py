@@ -1,8 +1,9 @@
-"""params.yaml -> SIDNConfig (with profiles), stage-restricted configs, and the run layout.
+"""params.yaml -> SIDNConfig (with profiles), stage-restricted configs, and the ``profile-args`` CLI.
 
 Both entry points use this module: the DVC stages (``pipelines/stages/*``) and the Prefect
-tasks (``pipelines/flows.py``) resolve their configuration and their output paths here, so a
-category trained by ``dvc repro`` and one trained by a Prefect flow land in the same files.
+tasks (:mod:`pipelines.orchestration.tasks`) resolve their configuration here (and their
+output paths in :mod:`pipelines.layout`), so a category trained by ``dvc repro`` and one
+trained by a Prefect flow are trained with the same values.
 
 Profiles: ``params.yaml`` may hold a top-level ``profiles`` mapping of partial sections
 (``profiles.paper.train.steps: 30000``). ``load_params(path, profile="paper")`` merges one
@@ -23,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,7 +32,6 @@ import yaml
 from sidn.config import SIDNConfig, apply_overrides
 
 PARAMS_FILE = Path("params.yaml")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +117,7 @@ def profile_overrides(path: str | Path, profile: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Restriction to declared keys + hashing
+# Restriction to declared keys + their hash
 # ---------------------------------------------------------------------------------------------
 
 
@@ -150,135 +149,6 @@ def load_stage_config(keys: Iterable[str], path: str | Path = PARAMS_FILE) -> SI
 def params_hash(cfg: SIDNConfig, keys: Iterable[str]) -> str:
     blob = json.dumps(select(cfg, keys), sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def file_md5(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def tree_fingerprint(path: str | Path) -> str:
-    """Cheap fingerprint of a file tree (relative names, sizes, mtimes); '' if it does not exist."""
-    root = Path(path)
-    if not root.exists():
-        return ""
-    digest = hashlib.sha256()
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-    for file in files:
-        st = file.stat()
-        digest.update(f"{file.relative_to(root) if file != root else file.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
-
-
-def code_fingerprint() -> str:
-    """Hash of the library and stage sources (part of every Prefect cache key)."""
-    digest = hashlib.sha256()
-    for pattern in ("sidn/**/*.py", "pipelines/stages/*.py", "pipelines/params.py"):
-        for file in sorted(REPO_ROOT.glob(pattern)):
-            digest.update(file.relative_to(REPO_ROOT).as_posix().encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
-# Layout (dvc.yaml spells the same paths out; tests/test_pipeline_dvc.py keeps them equal)
-# ---------------------------------------------------------------------------------------------
-
-# The retraining schedule (prefect.yaml spells the same cron; tests/test_flows.py checks it).
-# Here rather than in pipelines.flows so that `sidn --help` does not import Prefect.
-RETRAIN_CRON = "0 3 * * 0"  # Sundays 03:00 UTC
-
-RUNS_DIR = Path("runs")
-REPORTS_DIR = Path("reports")
-WORK = ".work"  # per-category scratch: temp outputs, resume checkpoints, failed reports (.dvcignore'd)
-
-
-@dataclass(frozen=True)
-class CategoryPaths:
-    """Where every stage of one category reads and writes, under ``root`` (default ``runs``)."""
-
-    root: Path
-    category: str
-
-    @property
-    def dir(self) -> Path:
-        return Path(self.root) / self.category
-
-    @property
-    def validation(self) -> Path:  # prepare: manifest.csv, validation.json, validation.md
-        return self.dir / "validation"
-
-    @property
-    def defects(self) -> Path:  # defects: DGM validation set
-        return self.dir / "defects.npz"
-
-    @property
-    def train_dir(self) -> Path:  # train: model.pt (uncalibrated best), config.yaml, history.csv
-        return self.dir / "train"
-
-    @property
-    def trained_model(self) -> Path:
-        return self.train_dir / "model.pt"
-
-    @property
-    def train_config(self) -> Path:
-        return self.train_dir / "config.yaml"
-
-    @property
-    def history(self) -> Path:
-        return self.train_dir / "history.csv"
-
-    @property
-    def model(self) -> Path:  # calibrate: the calibrated bundle (threshold inside)
-        return self.dir / "model.pt"
-
-    @property
-    def calibration(self) -> Path:
-        return self.dir / "calibration.json"
-
-    @property
-    def eval_dir(self) -> Path:  # evaluate: metrics.json headline.json roc.csv pro.csv scores.csv overlays/
-        return self.dir / "eval"
-
-    @property
-    def metrics(self) -> Path:
-        return self.eval_dir / "metrics.json"
-
-    @property
-    def headline(self) -> Path:
-        return self.eval_dir / "headline.json"
-
-    @property
-    def roc(self) -> Path:
-        return self.eval_dir / "roc.csv"
-
-    @property
-    def pro(self) -> Path:
-        return self.eval_dir / "pro.csv"
-
-    @property
-    def scores(self) -> Path:
-        return self.eval_dir / "scores.csv"
-
-    @property
-    def overlays(self) -> Path:
-        return self.eval_dir / "overlays"
-
-    def work(self, stage: str) -> Path:
-        return self.dir / WORK / stage
-
-    def outputs(self, stage: str) -> list[Path]:
-        """The files a stage must leave behind (used for Prefect cache validity)."""
-        return {
-            "prepare": [self.validation / "manifest.csv"],
-            "defects": [self.defects],
-            "train": [self.trained_model, self.train_config, self.history],
-            "calibrate": [self.model, self.calibration],
-            "evaluate": [self.metrics, self.headline, self.roc, self.pro, self.scores, self.overlays],
-        }.get(stage, [])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """The pipeline report: one self-contained HTML page and a markdown summary over all categories.
 
-Inputs, per category (the layout of :class:`pipelines.params.CategoryPaths`)::
+Inputs, per category (the layout of :class:`pipelines.layout.CategoryPaths`)::
 
     runs/<category>/eval/metrics.json     pixel_auroc, aupro, image_auroc (+ per defect type)
     runs/<category>/eval/roc.csv          fpr, tpr
@@ -49,7 +49,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipelines.params import REPO_ROOT, CategoryPaths
+from pipelines.layout import REPO_ROOT, CategoryPaths
 from pipelines.tracking.registry import catch_text, false_alarm_text
 from pipelines.tracking.runs import operating_point_metrics
 from sidn.config import RegisterConfig

@@ -36,11 +36,13 @@ pytest_plugins = ["fixtures_prefect"]
 OPEN_GATE = {"min_pixel_auroc": 0.0, "min_catch_rate": 0.0, "max_false_alarm_rate": 1.0, "max_image_far": 1.0,
              "min_pixel_auroc_delta": -1.0, "min_aupro_delta": -1.0}
 
-flows = pytest.importorskip("pipelines.flows")
+flows = pytest.importorskip("pipelines.orchestration.flows")
 
 from prefect import flow  # noqa: E402
 
-from pipelines.params import CategoryPaths  # noqa: E402
+from pipelines.layout import CategoryPaths, file_md5  # noqa: E402
+from pipelines.orchestration import RETRAIN_CRON, policy, tasks  # noqa: E402
+from pipelines.orchestration.deployment import DEPLOYMENT_NAME, retrain_deployment  # noqa: E402
 from sidn.data.errors import DataError  # noqa: E402
 
 
@@ -61,7 +63,7 @@ def _data(root: Path, categories=("carpet",), n_train: int = 12) -> Path:
         (OSError("stale NFS handle"), True),
         (ConnectionError("registry unreachable"), True),
         (TimeoutError("slow disk"), True),
-        (flows.TransientError("try again"), True),
+        (policy.TransientError("try again"), True),
         (FileNotFoundError("gone"), False),
         (PermissionError("denied"), False),
         (DataError("data/x.png", "not an image"), False),
@@ -70,11 +72,11 @@ def _data(root: Path, categories=("carpet",), n_train: int = 12) -> Path:
     ],
 )
 def test_is_transient(exc, transient):
-    assert flows.is_transient(exc) is transient
+    assert policy.is_transient(exc) is transient
 
 
 def test_data_problem_survives_pickling():
-    err = flows.DataProblem("data/wood/train/good/000.png", "cannot decode")
+    err = policy.DataProblem("data/wood/train/good/000.png", "cannot decode")
     back = pickle.loads(pickle.dumps(err))
     assert isinstance(back, DataError) and str(back) == str(err)
 
@@ -94,8 +96,8 @@ def test_transient_error_is_retried_then_succeeds(prefect_server, tmp_path, tiny
             raise OSError("simulated I/O hiccup")
         return {"category": category, "passed": True}
 
-    monkeypatch.setattr(flows.prepare_stage, "run", flaky)
-    task = flows.prepare.with_options(retry_delay_seconds=0, result_storage=tmp_path / "results")
+    monkeypatch.setattr(tasks.prepare_stage, "run", flaky)
+    task = tasks.prepare.with_options(retry_delay_seconds=0, result_storage=tmp_path / "results")
 
     @flow
     def once():
@@ -113,8 +115,8 @@ def test_bad_data_is_not_retried(prefect_server, tmp_path, tiny_cfg, monkeypatch
         calls.append(1)
         raise DataError(tmp_path / "data/carpet/train/good/000.png", "cannot decode image")
 
-    monkeypatch.setattr(flows.prepare_stage, "run", bad)
-    task = flows.prepare.with_options(retry_delay_seconds=0, result_storage=tmp_path / "results")
+    monkeypatch.setattr(tasks.prepare_stage, "run", bad)
+    task = tasks.prepare.with_options(retry_delay_seconds=0, result_storage=tmp_path / "results")
 
     @flow
     def once():
@@ -149,27 +151,27 @@ def test_category_flow_end_to_end_and_resume(prefect_server, tmp_path, monkeypat
     paths = CategoryPaths(runs, "carpet")
     # the code fingerprint is part of every cache key; pin it so that edits elsewhere in the
     # working tree during the test cannot invalidate the cache between the two runs
-    monkeypatch.setattr(flows, "code_fingerprint", lambda: "pinned")
+    monkeypatch.setattr(policy, "code_fingerprint", lambda: "pinned")
 
     # 1st run: calibration fails deterministically (after validate, defects and train finished)
     def broken(*args, **kwargs):
         raise ValueError("simulated calibration bug")
 
-    real_calibrate = flows.calibrate_stage.run
-    monkeypatch.setattr(flows.calibrate_stage, "run", broken)
+    real_calibrate = tasks.calibrate_stage.run
+    monkeypatch.setattr(tasks.calibrate_stage, "run", broken)
     state = flows.category_pipeline("carpet", str(params), runs_root=str(runs), return_state=True)
     assert state.is_failed() and "simulated calibration bug" in str(state.message)
     assert paths.trained_model.is_file() and not paths.model.exists() and not paths.metrics.exists()
-    trained_md5 = flows.file_md5(paths.trained_model)
+    trained_md5 = file_md5(paths.trained_model)
 
     # 2nd run: the finished stages must come from the persisted results (they would fail now)
-    monkeypatch.setattr(flows.calibrate_stage, "run", real_calibrate)
-    for stage in (flows.prepare_stage, flows.defects_stage, flows.train_stage):
+    monkeypatch.setattr(tasks.calibrate_stage, "run", real_calibrate)
+    for stage in (tasks.prepare_stage, tasks.defects_stage, tasks.train_stage):
         monkeypatch.setattr(stage, "run", broken)
     results = flows.category_pipeline("carpet", str(params), runs_root=str(runs))
 
     assert set(results) == {"prepare", "defects", "train", "calibrate", "evaluate", "register"}
-    assert flows.file_md5(paths.trained_model) == trained_md5
+    assert file_md5(paths.trained_model) == trained_md5
     for path in paths.outputs("calibrate") + paths.outputs("evaluate"):
         assert path.exists(), path
     metrics = results["evaluate"]
@@ -225,7 +227,7 @@ def test_fan_out_on_local_dask_cluster_isolates_a_bad_category(prefect_server, t
 def test_retrain_deployment_has_the_cron_schedule(prefect_server):
     from prefect.client.orchestration import get_client
 
-    deployment = flows.retrain_deployment(cron="15 4 * * 1", name="sidn-retrain-test")
+    deployment = retrain_deployment(cron="15 4 * * 1", name="sidn-retrain-test")
     assert deployment.schedules[0].schedule.cron == "15 4 * * 1"
     deployment_id = deployment.apply()
     with get_client(sync_client=True) as client:
@@ -238,9 +240,9 @@ def test_retrain_deployment_has_the_cron_schedule(prefect_server):
 
 def test_prefect_yaml_deployment():
     spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
-    (deployment,) = [d for d in spec["deployments"] if d["name"] == flows.DEPLOYMENT_NAME]
-    assert deployment["entrypoint"] == "pipelines/flows.py:retrain"
-    assert deployment["schedules"][0]["cron"] == flows.DEFAULT_CRON
+    (deployment,) = [d for d in spec["deployments"] if d["name"] == DEPLOYMENT_NAME]
+    assert deployment["entrypoint"] == "pipelines/orchestration/flows.py:retrain"
+    assert deployment["schedules"][0]["cron"] == RETRAIN_CRON
     assert deployment["work_pool"]["name"]
     module, _, name = deployment["entrypoint"].partition(":")
     assert (REPO / module).is_file() and getattr(flows, name).name == "sidn-retrain"
@@ -280,7 +282,7 @@ def test_model_registered_through_prefect_is_promotable(prefect_server, tmp_path
     _data(tmp_path / "data")
     # a relative data root, as in params.yaml: the flow makes it absolute, DVC records it relative
     params = write_tiny_params(tmp_path / "params.yaml", "data", ["carpet"], extra={"register": OPEN_GATE})
-    monkeypatch.setattr(flows, "code_fingerprint", lambda: "pinned")
+    monkeypatch.setattr(policy, "code_fingerprint", lambda: "pinned")
     results = flows.category_pipeline("carpet", str(params), runs_root=str(tmp_path / "runs"))
     registered = results["register"]
     assert registered["status"] == "registered", registered
@@ -359,10 +361,10 @@ def test_scheduled_deployment_on_a_process_worker(prefect_server, tmp_path, mlfl
             deployed = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=repo, env=env,
                                       capture_output=True, text=True, timeout=300)
             assert deployed.returncode == 0, deployed.stdout[-4000:] + deployed.stderr[-4000:]
-            deployment = client.read_deployment_by_name(f"sidn-retrain/{flows.DEPLOYMENT_NAME}")
+            deployment = client.read_deployment_by_name(f"sidn-retrain/{DEPLOYMENT_NAME}")
             assert deployment.pull_steps == [
                 {"prefect.deployments.steps.set_working_directory": {"directory": str(repo)}}]
-            assert [s.schedule.cron for s in deployment.schedules] == [flows.DEFAULT_CRON]
+            assert [s.schedule.cron for s in deployment.schedules] == [RETRAIN_CRON]
 
             # a scheduled run, due now: the worker picks it up like the cron's
             t0 = datetime.now(timezone.utc)

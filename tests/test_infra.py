@@ -369,10 +369,10 @@ def test_dask_docs_match_the_pipeline_cli():
     text = (REPO / "infra" / "dask" / "README.md").read_text()
     for needle in ("dask scheduler", "dask cuda worker", "--resources", "GPU=1", "sidn pipeline run --dask"):
         assert needle in text, f"infra/dask/README.md does not mention {needle!r}"
-    cli = REPO / "pipelines" / "pipeline_cli.py"
+    cli = REPO / "pipelines" / "orchestration" / "cli.py"
     if cli.exists():
         src = cli.read_text()
-        assert '"--dask"' in src and '"--gpus"' in src, "the documented CLI flags are gone from pipeline_cli.py"
+        assert '"--dask"' in src and '"--gpus"' in src, "the documented CLI flags are gone from orchestration/cli.py"
 
 
 def test_dask_docs_state_the_shared_filesystem_requirement():
@@ -468,12 +468,12 @@ def test_k8s_claims_mounts_secrets_and_config_keys_are_consistent():
 
 
 def test_k8s_gpu_deployment_runs_one_category_per_job_with_one_gpu():
-    from pipelines import flows
+    from pipelines.orchestration import flows
 
     spec = yaml.safe_load(GPU_PREFECT_YAML.read_text())
     (dep,) = spec["deployments"]
     module, _, name = dep["entrypoint"].partition(":")
-    assert (REPO / module).is_file() and module == "pipelines/flows.py"
+    assert (REPO / module).is_file() and module == "pipelines/orchestration/flows.py"
     flow = getattr(flows, name)
     schema = flow.parameters
     # one category per flow run: a single string, without default, so every run names its own
@@ -651,7 +651,7 @@ def _image_problems(dockerfile: Path, context: Path = REPO) -> list[str]:
                                  r"experiments|mlruns|mlflow\.db)(/|$)|(^|/)__pycache__/")
     problems += [f"copied into the image: {src}" for src in sorted(files.values()) if secret_or_bulky.search(src)]
     runs = [args for word, args in _dockerfile_instructions(dockerfile.read_text()) if word == "RUN"]
-    # editable, so pipelines.params.REPO_ROOT is the WORKDIR and not site-packages; the worker type too
+    # editable, so pipelines.layout.REPO_ROOT is the WORKDIR and not site-packages; the worker type too
     if not any(re.search(r"pip install .*-e '?\.\[[^\]]*\bk8s\b", run) for run in runs):
         problems.append("the project is not installed editable (pip install -e '.[...,k8s]') in the WORKDIR")
     if not any("git init" in run for run in runs):

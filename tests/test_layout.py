@@ -119,9 +119,9 @@ def test_each_stage_has_one_name():
     """DVC stage, Prefect task, task function and task-run name are the same word (issue 14)."""
     import yaml
 
-    from pipelines import flows
+    from pipelines.orchestration import tasks
 
     dvc_stages = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
-    for stage, task in flows.TASKS.items():
+    for stage, task in tasks.TASKS.items():
         assert stage in dvc_stages
         assert (task.name, task.fn.__name__, task.task_run_name) == (stage, stage, f"{stage}[{{category}}]")

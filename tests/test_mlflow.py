@@ -36,7 +36,7 @@ from fixtures_mlflow import (  # noqa: F401
     mlflow_server, stop_group, wait_http,
 )
 from helpers_data import texture
-from pipelines.params import CategoryPaths
+from pipelines.layout import CategoryPaths
 from sidn.bundle import load_bundle, save_bundle
 from sidn.config import SIDNConfig
 from sidn.inference import Predictor
@@ -671,7 +671,7 @@ def test_load_champion_and_predict(registry_story, bundle_file):
 @pytest.mark.integration
 def test_champion_loads_without_the_repo(registry_story, tmp_path):
     """A fresh interpreter, outside the repo, runs the model with the ``sidn`` copy logged in ``code/``."""
-    from pipelines.params import REPO_ROOT
+    from pipelines.layout import REPO_ROOT
 
     script = (
         "import mlflow, pandas as pd, sys\n"

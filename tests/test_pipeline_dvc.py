@@ -22,6 +22,7 @@ from helpers_pipeline import REPO, TINY, make_tiny_repo, pipeline_env, run_pytho
 
 pytest_plugins = ["fixtures_prefect"]
 
+from pipelines import layout  # noqa: E402
 from pipelines import params as P  # noqa: E402
 from pipelines.stages import calibrate, defects, evaluate, prepare, register, report, train  # noqa: E402
 from sidn.config import SIDNConfig  # noqa: E402
@@ -94,9 +95,9 @@ def test_every_stage_lists_its_own_code_as_a_dependency():
 
 
 def test_dvc_yaml_paths_follow_the_shared_layout():
-    """dvc.yaml spells out the paths of pipelines.params.CategoryPaths (which Prefect uses)."""
+    """dvc.yaml spells out the paths of pipelines.layout.CategoryPaths (which Prefect uses)."""
     stages = _dvc_yaml()["stages"]
-    c = P.CategoryPaths(Path("runs"), "${item}")
+    c = layout.CategoryPaths(Path("runs"), "${item}")
     expected = {
         "prepare": ({c.validation}, set(), set()),
         "defects": ({c.defects}, set(), set()),
@@ -109,7 +110,7 @@ def test_dvc_yaml_paths_follow_the_shared_layout():
         assert _paths(body.get("outs")) == {str(p) for p in outs}, name
         assert _paths(body.get("metrics")) == {str(p) for p in metrics}, name
         assert _paths(body.get("plots")) == {str(p) for p in plots}, name
-    assert _paths(stages["report"]["outs"]) == {f"{P.REPORTS_DIR}/index.html", f"{P.REPORTS_DIR}/summary.md"}
+    assert _paths(stages["report"]["outs"]) == {f"{layout.REPORTS_DIR}/index.html", f"{layout.REPORTS_DIR}/summary.md"}
     assert stages["register"]["always_changed"] is False
 
 
@@ -137,7 +138,7 @@ def test_dvc_repro_end_to_end(repo_copy, prefect_server, monkeypatch):
     first_s = time.monotonic() - t0
     log = first.stdout + first.stderr
 
-    c = P.CategoryPaths(repo / "runs", "carpet")
+    c = layout.CategoryPaths(repo / "runs", "carpet")
     for path in [c.validation / "manifest.csv", c.defects, c.trained_model, c.train_config, c.history,
                  c.model, c.calibration, c.metrics, c.roc, c.pro, c.scores]:
         assert path.is_file(), f"{path} missing after dvc repro:\n{log[-3000:]}"
@@ -170,7 +171,7 @@ def test_dvc_repro_end_to_end(repo_copy, prefect_server, monkeypatch):
 
     # the scheduled retraining flow: no remote -> pull skipped; the per-category Prefect tasks
     # (no task cache yet: they run), then dvc commit records them: nothing left to reproduce
-    from pipelines.flows import retrain
+    from pipelines.orchestration.flows import retrain
 
     monkeypatch.chdir(repo)  # MLflow: the copy's own local store and artifacts, never the repo's
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
@@ -208,7 +209,7 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     raw["train"].update(steps=60, checkpoint_every=2, val_every=1000)
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(raw))
-    c = P.CategoryPaths(tmp_path / "runs", "carpet")
+    c = layout.CategoryPaths(tmp_path / "runs", "carpet")
     ckpt = c.work("train") / "checkpoint.pt"
 
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.stages.train", "carpet", str(c.train_dir),

@@ -7,7 +7,7 @@ Every module follows the same shape (iterative *example-get-started* style):
   those keys only (:func:`pipelines.params.load_stage_config`), so DVC knows every parameter
   the stage depends on.
 * ``run(cfg, category, ...)``: the work, as a plain function. ``main()`` calls it for DVC; the
-  Prefect tasks in :mod:`pipelines.flows` call the very same function.
+  Prefect tasks in :mod:`pipelines.orchestration.tasks` call the very same function.
 * Outputs are written into a scratch folder ``runs/<category>/.work/<stage>/`` and moved into
   place (``os.replace``) only once the stage has succeeded. DVC itself deletes a stage's
   declared outputs before running it, so after a failed stage none of its outputs exist --

@@ -19,7 +19,8 @@ import copy
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipelines.params import WORK, load_stage_config, select
+from pipelines.layout import WORK
+from pipelines.params import load_stage_config, select
 from pipelines.stages import base_parser, publish, run_main, scratch
 from sidn.config import SIDNConfig
 

@@ -16,7 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipelines.params import WORK, load_stage_config
+from pipelines.layout import WORK
+from pipelines.params import load_stage_config
 from pipelines.stages import base_parser, publish, run_main, scratch
 from sidn.config import SIDNConfig
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipelines.params import WORK, load_stage_config
+from pipelines.layout import WORK
+from pipelines.params import load_stage_config
 from pipelines.stages import StageError, base_parser, publish, run_main, scratch
 from sidn.config import SIDNConfig
 from sidn.data.errors import DataError

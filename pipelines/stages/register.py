@@ -18,7 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipelines.params import CategoryPaths, load_stage_config
+from pipelines.layout import CategoryPaths
+from pipelines.params import load_stage_config
 from pipelines.stages import base_parser, run_main
 from sidn.config import SIDNConfig
 

@@ -19,7 +19,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipelines.params import load_stage_config, params_hash, tree_fingerprint
+from pipelines.layout import tree_fingerprint
+from pipelines.params import load_stage_config, params_hash
 from pipelines.stages import base_parser, publish, run_main, scratch
 from sidn.config import SIDNConfig
 

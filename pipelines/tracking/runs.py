@@ -9,7 +9,7 @@ in ``<repo>/mlruns``). Look at the local store with::
 Experiment: ``MLFLOW_EXPERIMENT_NAME`` if set, else ``sidn``.
 
 What one category run holds (:func:`log_category_run`), read from the files the pipeline
-stages wrote (layout of :class:`pipelines.params.CategoryPaths`, ``runs/<category>/``):
+stages wrote (layout of :class:`pipelines.layout.CategoryPaths`, ``runs/<category>/``):
 
 * params: the resolved config the model carries (:func:`resolved_config`: the calibrated
   bundle's) flattened to ``section.key`` (``train.lr``, ``dgm.sources.blur``), plus
@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import pandas as pd
 
-from pipelines.params import REPO_ROOT, CategoryPaths
+from pipelines.layout import REPO_ROOT, CategoryPaths
 from pipelines.telemetry import switch_off
 from sidn.config import SIDNConfig
 

@@ -6,7 +6,7 @@
 #       --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
 #       -t REGISTRY/sidn/sidn-train:0.1.0 .
 #
-# The repository is /opt/sidn, installed editable: pipelines.params.REPO_ROOT is /opt/sidn, so
+# The repository is /opt/sidn, installed editable: pipelines.layout.REPO_ROOT is /opt/sidn, so
 # params.yaml, dvc.yaml, dvc.lock, .dvc/config and prefect.yaml are read from there (a regular
 # install would look for them in site-packages). data/ and runs/ are where the Jobs mount the
 # PersistentVolumeClaim sidn-workspace (infra/k8s/storage.yaml); nothing of them is in the image.

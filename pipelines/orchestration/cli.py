@@ -1,5 +1,5 @@
 """``sidn pipeline ...`` and ``sidn report``: the Prefect side of the CLI (entry point
-``sidn.commands: pipeline = pipelines.pipeline_cli:register``).
+``sidn.commands: pipeline = pipelines.orchestration.cli:register``).
 
     sidn pipeline run [--categories carpet wood] [--max-parallel N] [--dask ADDRESS | --dask-local N] [--gpus]
     sidn pipeline retrain [--push] [--max-parallel N]    # the scheduled flow, once, now
@@ -17,6 +17,8 @@ import json
 import sys
 from typing import Any
 
+from pipelines.orchestration import RETRAIN_CRON
+
 DESCRIPTION = "run the pipeline with Prefect (fan-out over categories, retraining schedule)"
 
 
@@ -28,7 +30,7 @@ def _telemetry_off() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     _telemetry_off()
-    from pipelines.flows import all_categories
+    from pipelines.orchestration.flows import all_categories
 
     state = all_categories(
         categories=args.categories, max_parallel=args.max_parallel, params_path=args.params,
@@ -52,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_retrain(args: argparse.Namespace) -> int:
     _telemetry_off()
-    from pipelines.flows import retrain
+    from pipelines.orchestration.flows import retrain
 
     state = retrain(repo=args.repo, push=args.push, max_parallel=args.max_parallel, pull=not args.no_pull,
                     return_state=True)
@@ -63,7 +65,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _telemetry_off()
-    from pipelines.flows import serve
+    from pipelines.orchestration.deployment import serve
 
     print(f"serving deployment sidn-retrain/sidn-retrain on cron '{args.cron}' (Ctrl-C to stop); trigger a run with\n"
           "  prefect deployment run 'sidn-retrain/sidn-retrain'")
@@ -84,8 +86,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``pipeline`` (run | retrain | serve) and ``report`` to the ``sidn`` command."""
-    from pipelines.params import RETRAIN_CRON as DEFAULT_CRON
-
     pipeline = subparsers.add_parser("pipeline", help=DESCRIPTION, description=DESCRIPTION)
     sub = pipeline.add_subparsers(dest="pipeline_command", required=True)
 
@@ -113,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--push", action="store_true", help="dvc push afterwards (if a remote is configured)")
         p.add_argument("--max-parallel", type=int, help="categories at a time (default: one per GPU, or cpus//8)")
         if name == "serve":
-            p.add_argument("--cron", default=DEFAULT_CRON, help=f"schedule (default '{DEFAULT_CRON}', UTC)")
+            p.add_argument("--cron", default=RETRAIN_CRON, help=f"schedule (default '{RETRAIN_CRON}', UTC)")
             p.set_defaults(func=cmd_serve)
         else:
             p.add_argument("--no-pull", action="store_true", help="do not dvc pull first")
