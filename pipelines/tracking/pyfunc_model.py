@@ -35,6 +35,9 @@ PNG/JPEG/BMP/TIFF file, empty -- raises ``MlflowException(INVALID_PARAMETER_VALU
 the row, so the scoring server answers HTTP 400 and keeps serving. A request over the size
 limits (:class:`SIDNPyfunc` lists the settings) raises :class:`RequestTooLarge`, which the
 scoring server answers with HTTP 413, before any image is decoded.
+
+Over 400 lines: one concept, the served model; the request checks (sizes read from the file
+headers before any pixel is decoded) travel with it, as this file is the logged model code.
 """
 
 from __future__ import annotations
