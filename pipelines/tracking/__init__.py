@@ -11,8 +11,8 @@
   S3 store (``sidn registry publish``, entry point ``sidn.model_uris: s3``);
 * :mod:`~pipelines.tracking.storage` -- the S3 store itself (boto3, checksummed bundles).
 
-Imports go one way: ``cli`` uses ``registry``, ``distribution`` and ``runs``; ``registry`` and
-``model_uri`` use ``runs``; ``distribution`` uses ``model_uri`` and ``storage``; ``runs`` and
-``model_uri`` use ``pyfunc_model``, which imports no ``pipelines`` module at all (it is executed
-from the model directory when a logged model is loaded).
+Imports go one way: ``cli`` uses ``registry``, ``distribution``, ``model_uri`` and ``runs``;
+``registry`` and ``model_uri`` use ``runs``; ``distribution`` uses ``model_uri`` and ``storage``;
+``runs`` and ``model_uri`` use ``pyfunc_model``, which imports no ``pipelines`` module at all (it
+is executed from the model directory when a logged model is loaded).
 """
