@@ -10,10 +10,10 @@
 
 The five categories are modelled on the MVTec AD textures (Bergmann et al. 2019), the data
 the SIDN paper evaluates on (Sec. IV-A): carpet, leather, tile and wood are 3-channel
-colour PNGs, grid is a 1-channel grayscale PNG, as in MVTec AD. The renderers live in
-``sidn.data.synth_textures``, the defects in ``sidn.data.synth_defects``, their ground truth in
-``sidn.data.synth_mask``, the simulated camera in ``sidn.data.synth_camera`` and the worker
-processes in ``sidn.data.synth_workers``.
+colour PNGs, grid is a 1-channel grayscale PNG, as in MVTec AD. Each material (texture and
+its defects) has its own module, named in ``sidn.data.synth_materials``; the defects' ground
+truth is in ``sidn.data.synth_mask``, the simulated camera in ``sidn.data.synth_camera`` and
+the worker processes in ``sidn.data.synth_workers``.
 
 Determinism: every image has its own seed, derived from ``(seed, category, split,
 index)``, so the output is byte-identical for any number of worker processes and a partial
@@ -39,9 +39,8 @@ import numpy as np
 
 from sidn.config import TEXTURE_CATEGORIES
 from sidn.data.synth_camera import camera
-from sidn.data.synth_defects import DEFECT_TYPES, DEFECTS
 from sidn.data.synth_mask import change_mask
-from sidn.data.synth_textures import TEXTURES
+from sidn.data.synth_materials import DEFECT_TYPES, DEFECTS, TEXTURES
 from sidn.data.synth_workers import cpu_count, init_worker, mp_context
 from sidn.io import atomic_write
 

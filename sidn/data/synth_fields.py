@@ -1,6 +1,6 @@
 """Noise fields, texture coordinates and shading shared by the texture and defect renderers.
 
-Building blocks of ``sidn.data.synth_textures`` and ``sidn.data.synth_defects``: image-space
+Building blocks of the material modules (``sidn.data.synth_materials``): image-space
 noise (:func:`smooth_field`, :func:`fine_noise`), texture-space noise that follows rotation and
 displacement (:class:`Frame`, :class:`NoiseField`), colour products and height-map shading.
 All float32; lengths in pixels. No equation of the SIDN paper applies (data generation only).
@@ -49,6 +49,12 @@ def fine_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:
     if sigma > 0.3:
         w = cv2.GaussianBlur(w, (0, 0), sigma)
     return w * F32(1.0 / (_std(w) + 1e-6))
+
+
+def hash01(k: np.ndarray, salt: float) -> np.ndarray:
+    """Cheap per-integer pseudo-random value in [0, 1) (k: float32 array of integers)."""
+    x = np.sin(k * F32(12.9898) + F32(salt)) * F32(43758.5453)
+    return x - np.floor(x)
 
 
 def gray3(g: np.ndarray) -> np.ndarray:

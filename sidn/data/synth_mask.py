@@ -46,3 +46,8 @@ def change_mask(clean: np.ndarray, defect: np.ndarray, close_px: int = 1, fill: 
     full[:] = 0
     full[y0:y1, x0:x1] = m[pad:-pad, pad:-pad]
     return full
+
+
+def close_radius(px: float) -> int:
+    """Closing radius (px) for :func:`change_mask`; at least 1."""
+    return max(1, int(round(px)))

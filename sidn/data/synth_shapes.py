@@ -1,6 +1,6 @@
 """Where a synthetic defect lies: blobs, random curves, distance fields along curves.
 
-Geometry used by the defect renderers of ``sidn.data.synth_defects``: soft irregular blobs,
+Geometry used by the defect renderers of the material modules: soft irregular blobs,
 smooth and jagged random polylines, each pixel's distance to them (and position along them),
 frayed fibre ends on a blob's border, and sub-pixel image shifts. Coordinates are pixels (x, y).
 No equation of the SIDN paper applies (data generation only).

@@ -1,6 +1,6 @@
 """Stains for the synthetic defects: a multiplicative colour change the texture stays visible under.
 
-Used by the colour, liquid and oil defects of ``sidn.data.synth_defects``. No equation of the
+Used by the colour, liquid and oil defects of the material modules. No equation of the
 SIDN paper applies (data generation only).
 """
 
