@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -149,6 +150,6 @@ def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return a + (b - a) * t
 
 
-def scale_channels(img: np.ndarray, col) -> np.ndarray:
+def scale_channels(img: np.ndarray, col: Sequence[float]) -> np.ndarray:
     """Multiply each channel of a colour image by a constant (cv2: no slow broadcasting)."""
     return cv2.multiply(img, tuple(float(c) for c in col) + (0.0,) * (4 - len(col)))

@@ -6,6 +6,8 @@ SIDN paper applies (data generation only).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 
 from sidn.data.synth_fields import F32, lerp, scale_channels
@@ -23,12 +25,14 @@ _STAIN_TINTS = {
 }
 
 
-def random_tint(rng: np.random.Generator, names=None) -> tuple:
+def random_tint(rng: np.random.Generator, names: Sequence[str] | None = None) -> tuple[float, ...]:
+    """RGB factors of one stain colour, drawn from ``names`` (all colours when None)."""
     names = list(_STAIN_TINTS) if names is None else names
     return _STAIN_TINTS[names[int(rng.integers(len(names)))]]
 
 
-def stain(clean: np.ndarray, alpha: np.ndarray, hue, rng: np.random.Generator, low: bool) -> np.ndarray:
+def stain(clean: np.ndarray, alpha: np.ndarray, hue: Sequence[float], rng: np.random.Generator,
+          low: bool) -> np.ndarray:
     """Multiplicative stain (the texture stays visible under it). Its strength is set from
     the texture under it: a low-contrast stain changes the core by ~1.5-2.2x the visibility
     threshold on average, a normal one by at least ~4x (and up to the full ``hue``)."""

@@ -21,7 +21,7 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def mp_context():
+def mp_context() -> mp.context.BaseContext:
     """'spawn' (safe when the caller runs threads, e.g. torch); 'fork' where spawn cannot
     re-import the caller's ``__main__`` (a script read from stdin)."""
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
