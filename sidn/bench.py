@@ -26,7 +26,8 @@
   images a threshold sits exactly at the worst image's critical value, where any rounding
   flips the alarm);
 * training ms per image (batch 16, forward + :class:`sidn.losses.SIDNLoss` + backward + Adam
-  step, with the autocast setting ``train.amp=auto`` would use on this machine);
+  step, with the autocast setting ``train.amp=auto`` would use on this machine), in the steady
+  state a training run reaches (the heap of :mod:`sidn.heap`, after warm-up steps);
 * peak resident memory (``resource.getrusage`` max RSS, read right after the inference part);
 * FLOPs per image (:func:`sidn.model.flops.count_flops`) and, measured in the same run,
   ``torch.mm`` GFLOP/s on 2048 x 2048 matrices in fp32 and bf16 (and ``torch._int_mm`` GOP/s
@@ -40,6 +41,9 @@ sees, as in a Predictor serving single images). The alternatives that lost to
 it (autocast, TorchScript, ``torch.compile``, onnxruntime) are listed with their measured
 ratios in :mod:`sidn.fast_model`.
 
+Timers and the training/DGM timings are :mod:`sidn.bench_timing`, the parity model
+:mod:`sidn.bench_parity`.
+
 The model is randomly initialised (speed does not depend on the weights); a few train-mode
 forward passes set realistic BatchNorm statistics first. Pass ``bundle=`` to time a trained
 ``model.pt`` instead.
@@ -47,23 +51,22 @@ forward passes set realistic BatchNorm statistics first. Pass ``bundle=`` to tim
 
 from __future__ import annotations
 
-import copy
 import json as _json
 import math
-import tempfile
 import os
-import resource
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from sidn.config import SIDNConfig
 from sidn.cpu import cpu_info
-from sidn.device import amp_enabled, autocast, bf16_autocast_supported, describe
+from sidn.bench_parity import PARITY_CATEGORY, PARITY_SIZE, PARITY_STEPS, fast_parity, parity_model, threads
+from sidn.bench_timing import (dgm_ms_per_image, fp32_runner, matmul_gflops, matmul_gops_int8, peak_rss_mb, runner,
+                               timeit_interleaved, train_ms_per_image)
+from sidn.device import bf16_autocast_supported, describe
 from sidn.fast_model import float_fast_mode, make_float_fast, MAX_FAST_DIFF, mode_of
 
 REQUIRED_KEYS = (
@@ -83,209 +86,6 @@ REQUIRED_KEYS = (
 )
 
 BS1_REPEATS = 10  # minimum timed runs at batch 1
-PARITY_SIZE = 64  # image size of the tiny parity model
-PARITY_STEPS = 100  # its training steps (batch 8)
-# DGM defects of the parity model (training and validation set): darker/brighter regions and the
-# paper's Gaussian noise, which a tiny model learns in 100 steps (pixel AUROC ~0.88, image ~0.78 on
-# leather); with the default mix it stays near chance that quickly, and parity between two
-# near-random score sets is decided by ties, not by the arithmetic.
-PARITY_SOURCES = {"intensity": 0.5, "paper": 0.5}
-PARITY_CATEGORY = "leather"  # generated texture it is trained and judged on
-PARITY_GOOD = 32  # held-out good images: alarms are counted on them (and int8 ranges observed)
-PARITY_THRESHOLD_GOOD = 32  # other good images the threshold is calibrated on (uncalibrated model)
-PARITY_VAL = 192  # DGM validation set size (10 % clean: image AUROC resolution ~1e-3)
-
-
-def _timeit(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
-    """Best (minimum) wall seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs.
-
-    The minimum, not the median, is reported: on a shared machine the slower runs measure
-    other people's load, the fastest one what this machine can do.
-    """
-    for _ in range(max(warmup, 0)):
-        fn()
-    times = []
-    for _ in range(max(repeats, 1)):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def _timeit_interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Best wall seconds of each ``fns[name]()``, the functions run in turn (round robin).
-
-    Interleaving exposes every function to the same background load, so the ratios between
-    them stay meaningful on a shared machine even when the absolute times do not.
-    """
-    for _ in range(max(warmup, 0)):
-        for fn in fns.values():
-            fn()
-    best = {name: float("inf") for name in fns}
-    for _ in range(max(repeats, 1)):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
-
-
-def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
-    """GFLOP/s of ``torch.mm`` on ``n x n`` matrices of ``dtype`` (2 n^3 FLOPs per product)."""
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(dtype)
-    b = torch.randn(n, n, generator=g).to(dtype)
-    sec = _timeit(lambda: torch.mm(a, b), repeats, warmup=1)
-    return 2.0 * n**3 / sec / 1e9
-
-
-def matmul_gops_int8(n: int = 2048, repeats: int = 3) -> float:
-    """GOP/s of ``torch._int_mm`` (int8 x int8 -> int32) on ``n x n`` matrices; NaN where it does not run."""
-    try:
-        g = torch.Generator().manual_seed(0)
-        a = torch.randint(-128, 128, (n, n), generator=g, dtype=torch.int8)
-        b = torch.randint(-128, 128, (n, n), generator=g, dtype=torch.int8)
-        sec = _timeit(lambda: torch._int_mm(a, b), repeats, warmup=1)
-    except (RuntimeError, AttributeError):
-        return float("nan")
-    return 2.0 * n**3 / sec / 1e9
-
-
-def _peak_rss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0  # bytes on macOS, KiB on Linux
-
-
-# ------------------------------------------------------------------------------ runners
-
-
-def _fp32_runner(model: nn.Module) -> Callable[[Tensor], Tensor]:
-    """``run(x) -> fused [B,1,H,W]`` of the model itself, in fp32 (the reference)."""
-    model = model.eval()
-
-    def run(x: Tensor) -> Tensor:
-        with torch.inference_mode():
-            return model(x).fused
-
-    return run
-
-
-def _runner(net: nn.Module) -> Callable[[Tensor], Tensor]:
-    """``run(x) -> fused`` of a fast form (:class:`~sidn.fast_model.FastSIDN`, :class:`~sidn.int8.model.Int8SIDN`)."""
-    return lambda x: net(x).fused
-
-
-# ------------------------------------------------------------------------------ parity model
-
-
-def generated_images(category: str, split: str, n: int, size: int, seed: int = 0) -> np.ndarray:
-    """``n`` gray float32 ``[n, size, size]`` good images of a generated texture (no dataset needed)."""
-    import cv2
-
-    from sidn.data.synth import image_seed, render_sample
-
-    out = []
-    for i in range(n):
-        img, _ = render_sample(category, None, image_seed(seed, category, split, i), size)
-        if img.ndim == 3:
-            img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-        out.append(img.astype(np.float32) / 255.0)
-    return np.stack(out)
-
-
-def parity_model(steps: int = PARITY_STEPS, size: int = PARITY_SIZE, category: str = PARITY_CATEGORY,
-                 batch_size: int = 8) -> tuple[nn.Module, SIDNConfig]:
-    """A tiny SIDN (C=16, K=3) trained ``steps`` steps on generated ``category`` textures (:func:`sidn.train.train`).
-
-    Defects: :data:`PARITY_SOURCES`. Returns the model and its config (whose ``dgm`` makes the
-    validation set).
-    """
-    from sidn.bundle import load_bundle
-    from sidn.train import train
-
-    cfg = SIDNConfig()
-    cfg.data.image_size = size
-    cfg.model.channels = 16
-    cfg.model.clusters = 3
-    cfg.train.steps = steps
-    cfg.train.batch_size = batch_size
-    cfg.train.crop_size = 0
-    cfg.train.device = "cpu"
-    cfg.train.checkpoint_every = steps
-    cfg.train.val_every = steps
-    cfg.dgm.sources = dict(PARITY_SOURCES)
-    cfg.dgm.clean_fraction = 0.2  # also 20 % clean images in its validation set (image AUROC resolution)
-    images = generated_images(category, "train", 32, size)
-    with tempfile.TemporaryDirectory(prefix="sidn-bench-") as tmp:
-        train(cfg, images, None, tmp, progress=False)
-        model, cfg, _ = load_bundle(f"{tmp}/model.pt")
-    return model.eval(), cfg
-
-
-class _threads:
-    """Run a block with ``n`` torch threads (restored afterwards)."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.old = n, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: Any) -> None:
-        torch.set_num_threads(self.old)
-
-
-def _parity(model: nn.Module, cfg: SIDNConfig, float_fast: nn.Module | None,
-            say: Callable[[str], None]) -> dict[str, Any]:
-    """int8 calibration + parity (and the float fast mode's parity) of ``model`` on generated data.
-
-    A model loaded from a bundle that ``sidn calibrate`` gave an int8 calibration keeps that one
-    (judged on its own category's held-out images): it is what serving uses.
-    """
-    from sidn.calibrate import calibrate
-    from sidn.config import CalibrateConfig
-    from sidn.data.dgm import make_validation_set
-    from sidn.inference import Predictor
-    from sidn.int8.calibrate import calibrate_int8, parity_report
-    from sidn.int8.scheme import checkable_schemes, int8_mode_name
-
-    def i8_mode(variant: str) -> str:
-        scheme, _, rest = variant.partition("+")
-        return int8_mode_name(scheme, fsem="float" if rest else "int8")
-
-    size, infer = cfg.data.image_size, cfg.infer
-    good = generated_images(PARITY_CATEGORY, "test/good", PARITY_GOOD + PARITY_THRESHOLD_GOOD, size)
-    good_far, good_thr = good[:PARITY_GOOD], good[PARITY_GOOD:]
-    dgm = copy.deepcopy(cfg.dgm)
-    dgm.val_images = PARITY_VAL
-    val_i, val_m = make_validation_set(good_far, dgm)
-    t = float(getattr(model, "threshold", float("nan")))
-    source = "the model's"
-    if not math.isfinite(t):
-        p = Predictor(model, infer, size)
-        t = calibrate(p.maps(list(good_thr)), None, None, CalibrateConfig(), infer, size).threshold
-        source = f"calibrated (image FAR) on the fp32 maps of {len(good_thr)} other good images"
-    out: dict[str, Any] = {"threshold": t, "threshold_source": source, "n_good": len(good_far), "n_val": len(val_i)}
-    if getattr(model, "int8_calibration", None) is not None:
-        out["int8"] = model.int8_calibration
-        say("int8: the bundle's own calibration (sidn calibrate)")
-    elif checkable_schemes("cpu"):
-        out["int8"] = calibrate_int8(model, list(good_far), list(val_i), list(val_m), infer, size, threshold=t)
-        for scheme, rep in out["int8"].parity.items():
-            say(f"parity int8 ({scheme}, {i8_mode(scheme)}): pixel AUROC {rep['pixel_auroc_fp32']:.4f} -> "
-                f"{rep['pixel_auroc']:.4f}, "
-                f"image AUROC {rep['image_auroc_fp32']:.4f} -> {rep['image_auroc']:.4f}, alarms "
-                f"{rep.get('alarms_fp32')} -> {rep.get('alarms')} of {len(good_far)}, max diff "
-                f"{rep['max_abs_diff']:.3g}"
-                f" -> {'passed' if rep['passed'] else 'FAILED'}")
-    if float_fast is not None:
-        rep = parity_report(model, float_fast, list(good_far), list(val_i), list(val_m), infer, size, t)
-        out["float_fast"] = rep
-        say(f"parity {mode_of(float_fast)}: pixel AUROC delta {rep['pixel_auroc_delta']:+.4f}, image AUROC delta "
-            f"{rep['image_auroc_delta']:+.4f}, alarms {rep.get('alarms_fp32')} -> {rep.get('alarms')}")
-    return out
-
-
 # ------------------------------------------------------------------------------ main
 
 
@@ -319,51 +119,6 @@ def _build_model(cfg: SIDNConfig, image_size: int, bundle: str | None, device: t
             if head.bias is not None:  # keep the mean logit where it was
                 head.bias.copy_(head.bias * k - (k - 1.0) * float(logits.mean()))
     return model
-
-
-def _train_ms_per_image(cfg: SIDNConfig, model: nn.Module, image_size: int, batch: int, repeats: int,
-                        device: torch.device) -> tuple[float, bool]:
-    from sidn.losses import SIDNLoss
-
-    model = copy.deepcopy(model).train()
-    loss_fn = SIDNLoss(cfg.loss, cfg.model).to(device)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
-    use_amp = amp_enabled(cfg.train.amp, device)
-    g = torch.Generator().manual_seed(2)
-    x = torch.rand(batch, 1, image_size, image_size, generator=g).to(device)
-    mask = torch.zeros(batch, 1, image_size, image_size)
-    s = image_size // 4
-    mask[:, :, s : 2 * s, s : 2 * s] = 1.0
-    mask = mask.to(device)
-
-    def step() -> None:
-        with autocast(device, use_amp):
-            out = model(x)
-        terms = loss_fn(out, mask, model)
-        opt.zero_grad(set_to_none=True)
-        terms.total.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    sec = _timeit(step, repeats, warmup=1)
-    return sec * 1000.0 / batch, use_amp
-
-
-def dgm_ms_per_image(cfg: SIDNConfig, image_size: int, batch: int, repeats: int) -> float:
-    """Milliseconds the DGM (eq. 1) and batch sampling take per training image, on one core."""
-    from sidn.data.dgm import DefectGenerator
-    from sidn.batches import sample_batch
-
-    rng = np.random.default_rng(0)
-    images = np.random.default_rng(1).random((32, image_size, image_size), dtype=np.float32)
-    dgm = DefectGenerator(cfg.dgm)
-
-    def make() -> None:
-        clean, donors = sample_batch(images, batch, rng, cfg.train.augment, cfg.train.crop_size)
-        dgm(clean, rng, donors=donors)
-
-    return _timeit(make, repeats, warmup=1) * 1000.0 / batch
 
 
 def run_bench(
@@ -429,12 +184,12 @@ def run_bench(
     else:
         say(f"parity model: training a tiny SIDN {parity_steps} steps on generated {PARITY_CATEGORY} "
             f"{PARITY_SIZE} px textures")
-        with _threads(1):  # 64 px tensors: one thread is about as fast, and far faster on a loaded machine
+        with threads(1):  # 64 px tensors: one thread is about as fast, and far faster on a loaded machine
             pmodel, pcfg = parity_model(parity_steps)
         parity_desc = (f"tiny SIDN (C=16) trained {parity_steps} steps on generated {PARITY_CATEGORY} "
                        f"textures, {PARITY_SIZE} px")
-    with _threads(1 if bundle is None else torch.get_num_threads()):
-        parity = _parity(pmodel, pcfg, make_float_fast(pmodel.cpu(), "cpu") if dev.type == "cpu" else None, say)
+    with threads(1 if bundle is None else torch.get_num_threads()):
+        parity = fast_parity(pmodel, pcfg, make_float_fast(pmodel.cpu(), "cpu") if dev.type == "cpu" else None, say)
     int8_calib = parity.get("int8")
     served_int8 = None
     note = ""
@@ -458,12 +213,12 @@ def run_bench(
 
     # fp32 reference and the fast modes, timed in turn
     say("inference: fp32, float fast" + (", int8" if int8_net is not None else ""))
-    ref_run = _fp32_runner(model)
+    ref_run = fp32_runner(model)
     ref16 = ref_run(x16)
     float_fast = make_float_fast(model, dev)
-    runs = {"fp32": ref_run, "float_fast": _runner(float_fast)}
+    runs = {"fp32": ref_run, "float_fast": runner(float_fast)}
     if int8_net is not None:
-        runs["int8"] = _runner(int8_net)
+        runs["int8"] = runner(int8_net)
     diffs = {}
     for name in ("float_fast", "int8"):
         if name in runs:
@@ -473,19 +228,19 @@ def run_bench(
     fast_mode = mode_of(served_int8 if served_int8 is not None else float_fast)
     # batch 1 calls are cheap: take the best of at least BS1_REPEATS (a loaded machine stalls
     # multi-threaded small calls often; the minimum needs more draws to find an undisturbed one)
-    sec = _timeit_interleaved({f"{k}_bs1": (lambda r=r: (r(x1), sync())) for k, r in runs.items()},
+    sec = timeit_interleaved({f"{k}_bs1": (lambda r=r: (r(x1), sync())) for k, r in runs.items()},
                               max(repeats, BS1_REPEATS))
     ms1 = {k: sec[f"{k}_bs1"] * 1000.0 for k in runs}
     say("batch 1, ms/image: " + ", ".join(f"{k} {v:.1f}" for k, v in ms1.items()) + f" (served: {fast_mode})")
     # one warm-up: each already ran at this batch size for max_abs_diff
-    sec = _timeit_interleaved({f"{k}_bs16": (lambda r=r: (r(x16), sync())) for k, r in runs.items()}, repeats,
+    sec = timeit_interleaved({f"{k}_bs16": (lambda r=r: (r(x16), sync())) for k, r in runs.items()}, repeats,
                               warmup=1)
     ms16 = {k: sec[f"{k}_bs16"] * 1000.0 / batch for k in runs}
     say(f"batch {batch}, ms/image: " + ", ".join(f"{k} {v:.1f}" for k, v in ms16.items()))
     ms_fp32_bs1, ms_fast_bs1 = ms1["fp32"], ms1[fast_name]
     ms_fp32_bs16, ms_fast_bs16 = ms16["fp32"], ms16[fast_name]
     fast_diff = diffs[fast_name]
-    peak_rss = _peak_rss_mb()
+    peak_rss = peak_rss_mb()
 
     # FLOPs and matmul peak
     say("flops + matmul")
@@ -506,7 +261,7 @@ def run_bench(
 
     # training
     say("training step")
-    train_ms, train_amp = _train_ms_per_image(cfg, model, image_size, batch, train_repeats or max(1, repeats), dev)
+    train_ms, train_amp = train_ms_per_image(cfg, model, image_size, batch, train_repeats or max(1, repeats), dev)
     train_peak = mm_bf16 if train_amp else mm_fp32
     train_gflops = 3.0 * gflop / (train_ms / 1000.0)  # forward + backward ~ 3x the forward FLOPs
     say(f"training {train_ms:.1f} ms/image; DGM")
@@ -654,6 +409,5 @@ def format_bench(d: dict[str, Any]) -> str:
 
 
 __all__ = [
-    "run_bench", "format_bench", "matmul_gflops", "matmul_gops_int8", "parity_model", "generated_images",
-    "REQUIRED_KEYS", "MAX_FAST_DIFF",
+    "run_bench", "format_bench", "REQUIRED_KEYS",
 ]

@@ -18,7 +18,8 @@ from sidn.bundle import load_bundle, save_bundle
 from sidn.calibrate import Calibration, calibrate
 from sidn.config import SIDNConfig
 from sidn.data.dgm import make_validation_set
-from sidn.data.mvtec import build_manifest, load_images, read_image, read_mask, split_holdout
+from sidn.data.decode import read_image, read_mask
+from sidn.data.mvtec import build_manifest, load_images, split_holdout
 from sidn.inference import Prediction, Predictor
 from sidn.int8.calibrate import calibrate_int8
 from sidn.int8.record import BUNDLE_KEY as INT8_KEY, int8_summary, Int8Calibration

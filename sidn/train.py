@@ -61,6 +61,7 @@ from sidn.bundle import save_bundle
 from sidn.config import SIDNConfig
 from sidn.cpu import cpu_info
 from sidn.device import amp_enabled, autocast, select_device
+from sidn.heap import reuse_heap
 from sidn.io import atomic_write
 from sidn.train_checkpoint import (CHECKPOINT_FILE, CHECKPOINT_FORMAT, CONFIG_FILE, HISTORY_COLUMNS, HISTORY_FILE,
                                    MODEL_FILE, check_resume_config, data_fingerprint, history_frame, load_checkpoint,
@@ -441,7 +442,7 @@ def train(
     total_steps = int(tc.steps)
     stopped = "steps"
     with tqdm(total=total_steps, initial=run.step, disable=not progress, desc="train", unit="step",
-              dynamic_ncols=True) as bar, signal_guard(flag):
+              dynamic_ncols=True) as bar, signal_guard(flag), reuse_heap():
         try:
             while run.step < total_steps:
                 if tc.max_minutes and tc.max_minutes > 0 and run.elapsed() >= tc.max_minutes * 60.0:
