@@ -69,11 +69,6 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     return found
 
 
-# The fast-mode choice: sidn.fast_model.make_fast picks int8 (sidn.int8), whose parity check
-# calibrates a threshold (sidn.calibrate -> sidn.inference -> make_fast). All four import each
-# other inside functions only. Known and listed so that no other cycle can appear; to be broken by
-# moving the int8-or-float choice above sidn.inference.
-KNOWN_CYCLE = {"sidn.fast_model", "sidn.int8", "sidn.calibrate", "sidn.inference"}
 
 
 def test_cycles_are_found():
@@ -81,9 +76,8 @@ def test_cycles_are_found():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_no_import_cycle_but_the_known_one():
-    found = cycles(project_graph())
-    assert all(component <= KNOWN_CYCLE for component in found), found
+def test_no_import_cycle():
+    assert cycles(project_graph()) == []
 
 
 def test_sidn_imports_no_orchestration_tool():

@@ -65,7 +65,7 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "max_images": 64,  # images per call
     "max_request_megapixels": 80.0,  # decoded pixels per call, all images together (checked from the headers)
     "num_threads": 0,  # torch intra-op threads; 0 = torch default
-    "fast": False,  # sidn.fast_model.make_fast: int8 where the bundle's int8 calibration passed parity, else bf16/fp32 folded
+    "fast": False,  # sidn.fast_choice.make_fast: int8 where the bundle's int8 calibration passed parity, else bf16/fp32 folded
 }
 OUTPUT_COLUMNS = ["anomaly_map", "mask", "score", "is_defective", "threshold", "height", "width", "regions"]
 
@@ -353,7 +353,7 @@ class SIDNPyfunc(PythonModel):
         max_request_megapixels  80.0   pixels of all the images of one call together (two maximal
                                        images; the 16 x 36 MP of issue 12 are refused)
         num_threads             0      torch intra-op threads; 0 = torch default
-        fast                    false  :func:`sidn.fast_model.make_fast` (int8 from ``sidn calibrate`` where it passed parity)
+        fast                    false  :func:`sidn.fast_choice.make_fast` (int8 from ``sidn calibrate`` where it passed parity)
 
     Memory bound of one call: each image's width and height are read from its file header
     (:func:`image_header_size`, no pixel decoded) and the whole request is checked against
