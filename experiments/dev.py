@@ -53,8 +53,7 @@ def image_auroc_by_sigma(bundle: Path, scores_csv: Path) -> dict[str, float]:
 def score(trained: Path, run_dir: Path, category: str, cfg) -> dict:
     """Calibrate a copy of the trained bundle in ``run_dir`` and evaluate it on the dev set's test split."""
     shipped = run_dir / "model.pt"
-    shipped.write_bytes(trained.read_bytes())
-    calibrate_category(shipped, category, run_dir, cfg=cfg)
+    calibrate_category(trained, category, run_dir, cfg=cfg)
     metrics = evaluate_category(shipped, category, run_dir / "eval", overlays=4)
     op = metrics["operating_point"]
     return {

@@ -25,12 +25,12 @@ from typing import Any, Callable
 EXAMPLES = {
     "train": "sidn train --data data/raw/sidn-default --category carpet --out runs/carpet/train",
     "calibrate": "sidn calibrate --model runs/carpet/train/model.pt --category carpet --out runs/carpet",
-    "evaluate": "sidn evaluate --model runs/carpet/train/model.pt --category carpet --out runs/carpet/eval",
-    "predict": ("sidn predict --model runs/carpet/train/model.pt photos/ --out predictions/\n"
+    "evaluate": "sidn evaluate --model runs/carpet/model.pt --category carpet --out runs/carpet/eval",
+    "predict": ("sidn predict --model runs/carpet/model.pt photos/ --out predictions/\n"
                 "sidn predict --model models:/sidn-carpet@champion photos/ --out predictions/"),
     "info": "sidn info --size 256",
     "bench": "sidn bench --json",
-    "export": ("sidn export --model runs/carpet/train/model.pt --format onnx --out carpet.onnx\n"
+    "export": ("sidn export --model runs/carpet/model.pt --format onnx --out carpet.onnx\n"
                "sidn export --model models:/sidn-carpet@champion --format onnx --out carpet.onnx"),
     "data synth": "sidn data synth --out data/raw/sidn-default",
     "data validate": "sidn data validate --data data/raw/sidn-default --out runs/validation",
@@ -140,12 +140,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from sidn.config import load_config
     from sidn.jobs import calibrate_category
 
     if model_uri_scheme(args.model) is not None:
-        raise ModelURIError(f"--model {args.model}: calibrate stores the threshold in the bundle it is given, "
-                            "so it takes a local model.pt, not a registered model URI")
-    result = calibrate_category(Path(args.model), args.category, Path(args.out), data_root=args.data)
+        raise ModelURIError(f"--model {args.model}: calibrate makes a calibrated copy of a local model.pt (the "
+                            "trained one), not of a registered model URI")
+    cfg = load_config(args.params, args.overrides) if (args.params or args.overrides) else None
+    result = calibrate_category(Path(args.model), args.category, Path(args.out), cfg=cfg, data_root=args.data)
     print(json.dumps(result.to_dict(), indent=2))
     return 0
 
@@ -275,11 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlays", type=int, default=12, help="number of overlay panels, worst first")
     p.set_defaults(func=cmd_evaluate)
 
-    p = _parser(sub, "calibrate", "choose the threshold from held-out good images and store it in the model")
-    p.add_argument("--model", required=True)
+    p = _parser(sub, "calibrate", "choose the threshold from held-out good images; write the calibrated model to ship")
+    p.add_argument("--model", required=True, help="the trained model.pt (not modified)")
     p.add_argument("--category", required=True)
     p.add_argument("--data", help="MVTec-layout root (default: the one the model was trained on)")
-    p.add_argument("--out", required=True, help="output folder: calibration.json")
+    p.add_argument("--out", required=True, help="output folder: model.pt (calibrated copy), calibration.json")
+    p.add_argument("--params", help="calibrate with this params.yaml's data/dgm/infer/calibrate settings, as "
+                                    "`dvc repro` does (default: the model's own settings)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one of those settings, e.g. --set calibrate.target_image_far=0.02 (repeatable)")
     p.set_defaults(func=cmd_calibrate)
 
     p = _parser(sub, "predict", "segment defects in images or folders")

@@ -7,6 +7,7 @@ the work, so the numbers are the same everywhere.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Callable
 
@@ -14,7 +15,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from sidn.bundle import load_bundle, save_bundle
+from sidn.bundle import load_bundle, read_bundle_raw, save_bundle, write_bundle_raw
 from sidn.calibrate import Calibration, calibrate
 from sidn.config import SIDNConfig
 from sidn.data.dgm import make_validation_set
@@ -200,18 +201,45 @@ def _imwrite(path: Path, image: np.ndarray) -> None:
     Path(path).write_bytes(encoded.tobytes())
 
 
-def calibrate_category(
-    bundle_path: Path, category: str, out_dir: Path, cfg: SIDNConfig | None = None, data_root: str | None = None
-) -> Calibration:
-    """Choose the threshold from held-out good images (false-alarm rate) and the DGM validation set (max F1).
+# The settings calibration reads: the shipped model carries the values it was calibrated with.
+CALIBRATION_KEYS = ("data.root", "data.holdout_fraction", "data.holdout_seed", "dgm", "infer", "calibrate")
 
-    Never looks at the test split. The chosen threshold is stored inside the bundle.
+
+def with_calibration_settings(bundle_cfg: dict, cfg: SIDNConfig) -> dict:
+    """``bundle_cfg`` (a bundle's config dict) with the :data:`CALIBRATION_KEYS` values of ``cfg``."""
+    out, now = copy.deepcopy(bundle_cfg), cfg.to_dict()
+    for key in CALIBRATION_KEYS:
+        section, _, name = key.partition(".")
+        if name:
+            out.setdefault(section, {})[name] = now[section][name]
+        else:
+            out[section] = copy.deepcopy(now[section])
+    return out
+
+
+def calibrate_category(
+    trained_model: Path, category: str, out_dir: Path, cfg: SIDNConfig | None = None, data_root: str | None = None
+) -> Calibration:
+    """Calibrate a copy of ``trained_model``: ``out_dir/model.pt`` (the model to ship) and ``out_dir/calibration.json``.
+
+    The threshold is chosen from held-out good images (false-alarm rate) and the DGM validation
+    set (max F1), never the test split, and stored in the copy with the int8 calibration where
+    the CPU runs int8. The copy's config carries ``cfg``'s :data:`CALIBRATION_KEYS` (default: the
+    trained model's own settings) and ``data_root`` as ``data.root`` if given. ``trained_model``
+    is not modified (unless it is ``out_dir/model.pt``). The CLI (``sidn calibrate``), the DVC
+    stage and the Prefect task all run this function.
     """
-    bundle_path = Path(bundle_path)
-    model, bundle_cfg, extra = load_bundle(bundle_path)
-    cfg = cfg or bundle_cfg
+    raw = read_bundle_raw(trained_model)
+    if cfg is not None:
+        raw["config"] = with_calibration_settings(raw["config"], cfg)
+    if data_root:
+        raw["config"].setdefault("data", {})["root"] = str(data_root)
+    shipped = Path(out_dir) / "model.pt"
+    shipped.parent.mkdir(parents=True, exist_ok=True)
+    write_bundle_raw(shipped, raw)
+    model, cfg, extra = load_bundle(shipped)
     predictor = Predictor(model, cfg.infer, cfg.data.image_size, threshold=None)
-    _, holdout_rows = _train_and_holdout(cfg, category, data_root)
+    _, holdout_rows = _train_and_holdout(cfg, category)
     good_maps = [p.anomaly_map for p in _predict_paths(predictor, holdout_rows["path"].tolist(), cfg.infer.batch_size)]
     holdout_images = load_images(holdout_rows["path"].tolist(), cfg.data.image_size)
     val_images, val_masks = make_validation_set(holdout_images, cfg.dgm)
@@ -226,7 +254,7 @@ def calibrate_category(
     if int8 is not None:
         extra[INT8_KEY] = int8.to_dict()
         summary["int8"] = int8_summary(int8)
-    save_bundle(model, bundle_cfg, bundle_path, extra=extra)
+    save_bundle(model, cfg, shipped, extra=extra)
     atomic_write_json(Path(out_dir) / "calibration.json", summary)
     return result
 

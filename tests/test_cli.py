@@ -35,7 +35,10 @@ def test_train_calibrate_evaluate_predict(tmp_path: Path) -> None:
     # an uncalibrated model refuses to produce masks
     assert main(["predict", "--model", str(model), str(Path(data) / "carpet" / "test"), "--out", str(run / "p0")]) == 2
 
+    trained = model.read_bytes()
     assert main(["calibrate", "--model", str(model), "--category", "carpet", "--out", str(run)]) == 0
+    assert model.read_bytes() == trained  # the trained model is not modified: the calibrated copy is run/model.pt
+    model = run / "model.pt"
     calibration = json.loads((run / "calibration.json").read_text())
     assert calibration["threshold"] is not None
     int8_here = int8_scheme("cpu") is not None

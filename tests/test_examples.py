@@ -128,7 +128,7 @@ def docs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Docs:
     def registry_stub(uri: str) -> Path:
         assert re.fullmatch(r"models:/sidn-carpet(@[\w-]+|/\d+)", uri), uri
         resolved.append(uri)
-        return tmp_path / "runs" / "carpet" / "train" / "model.pt"
+        return tmp_path / "runs" / "carpet" / "model.pt"  # what the registry holds: the calibrated bundle
 
     monkeypatch.setattr(cli, "model_uri_resolvers", lambda: {"models": registry_stub})
     return Docs(tmp_path, resolved)

@@ -3,11 +3,11 @@
     python -m pipelines.stages.calibrate CATEGORY TRAINED_MODEL OUT_MODEL OUT_JSON
     # runs/<category>/train/model.pt -> runs/<category>/model.pt + runs/<category>/calibration.json
 
-The trained bundle (an output of ``train``) is never modified: it is copied, its config gets
+:func:`sidn.jobs.calibrate_category` does the work, exactly as ``sidn calibrate --params
+params.yaml`` does: the trained bundle (an output of ``train``) is never modified; its copy gets
 this stage's ``infer`` / ``calibrate`` / data / DGM settings (so the shipped model carries the
-post-processing it was calibrated with), and :func:`sidn.jobs.calibrate_category` stores the
-threshold in the copy. Threshold sources: held-out good images (false-alarm rate) and the DGM
-validation set (max F1); never the test split.
+post-processing it was calibrated with) and the threshold. Threshold sources: held-out good
+images (false-alarm rate) and the DGM validation set (max F1); never the test split.
 
 Runs before ``evaluate`` so that evaluation and the overlay gallery show the predicted masks
 of the model that is actually shipped.
@@ -15,37 +15,22 @@ of the model that is actually shipped.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, Sequence
 
 from pipelines.layout import WORK
-from pipelines.params import load_stage_config, select
+from pipelines.params import load_stage_config
 from pipelines.stages import base_parser, publish, run_main, scratch
 from sidn.config import SIDNConfig
+from sidn.jobs import CALIBRATION_KEYS, calibrate_category
 
-PARAMS = ["data.root", "data.holdout_fraction", "data.holdout_seed", "dgm", "infer", "calibrate"]
-
-
-def stamp_config(bundle_cfg: dict[str, Any], cfg: SIDNConfig) -> dict[str, Any]:
-    """``bundle_cfg`` with this stage's declared keys replaced by the values in ``cfg``."""
-    out = copy.deepcopy(bundle_cfg)
-    for section, values in select(cfg, PARAMS).items():
-        out.setdefault(section, {}).update(values)
-    return out
+PARAMS = list(CALIBRATION_KEYS)
 
 
 def run(cfg: SIDNConfig, category: str, trained_model: Path, out_model: Path, out_json: Path,
         work: Path) -> dict[str, Any]:
-    from sidn.bundle import read_bundle_raw, write_bundle_raw
-    from sidn.jobs import calibrate_category
-
     with scratch(work):
-        raw = read_bundle_raw(trained_model)
-        raw["config"] = stamp_config(raw["config"], cfg)
-        write_bundle_raw(work / "model.pt", raw)
-        used = SIDNConfig.from_dict(raw["config"], source=f"{trained_model} (stamped)")
-        result = calibrate_category(work / "model.pt", category, work, cfg=used, data_root=cfg.data.root)
+        result = calibrate_category(trained_model, category, work, cfg=cfg)
         publish(work / "model.pt", out_model)
         publish(work / "calibration.json", out_json)
     return {"category": category, "model": str(out_model), "calibration": str(out_json), **result.to_dict()}
