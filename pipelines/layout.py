@@ -34,8 +34,8 @@ class CategoryPaths:
         return Path(self.root) / self.category
 
     @property
-    def validation(self) -> Path:  # prepare: manifest.csv, validation.json, validation.md
-        return self.dir / "validation"
+    def prepare(self) -> Path:  # prepare: manifest.csv, validation.json, validation.md
+        return self.dir / "prepare"
 
     @property
     def defects(self) -> Path:  # defects: DGM validation set
@@ -66,32 +66,32 @@ class CategoryPaths:
         return self.dir / "calibration.json"
 
     @property
-    def eval_dir(self) -> Path:  # evaluate: metrics.json headline.json roc.csv pro.csv scores.csv overlays/
-        return self.dir / "eval"
+    def evaluate_dir(self) -> Path:  # evaluate: metrics.json headline.json roc.csv pro.csv scores.csv overlays/
+        return self.dir / "evaluate"
 
     @property
     def metrics(self) -> Path:
-        return self.eval_dir / "metrics.json"
+        return self.evaluate_dir / "metrics.json"
 
     @property
     def headline(self) -> Path:
-        return self.eval_dir / "headline.json"
+        return self.evaluate_dir / "headline.json"
 
     @property
     def roc(self) -> Path:
-        return self.eval_dir / "roc.csv"
+        return self.evaluate_dir / "roc.csv"
 
     @property
     def pro(self) -> Path:
-        return self.eval_dir / "pro.csv"
+        return self.evaluate_dir / "pro.csv"
 
     @property
     def scores(self) -> Path:
-        return self.eval_dir / "scores.csv"
+        return self.evaluate_dir / "scores.csv"
 
     @property
     def overlays(self) -> Path:
-        return self.eval_dir / "overlays"
+        return self.evaluate_dir / "overlays"
 
     def work(self, stage: str) -> Path:
         return self.dir / WORK / stage
@@ -99,7 +99,7 @@ class CategoryPaths:
     def outputs(self, stage: str) -> list[Path]:
         """The files a stage must leave behind (used for Prefect cache validity)."""
         return {
-            "prepare": [self.validation / "manifest.csv"],
+            "prepare": [self.prepare / "manifest.csv"],
             "defects": [self.defects],
             "train": [self.trained_model, self.train_config, self.history],
             "calibrate": [self.model, self.calibration],

@@ -2,10 +2,10 @@
 
 Inputs, per category (the layout of :class:`pipelines.layout.CategoryPaths`)::
 
-    runs/<category>/eval/metrics.json     pixel_auroc, aupro, image_auroc (+ per defect type)
-    runs/<category>/eval/roc.csv          fpr, tpr
-    runs/<category>/eval/pro.csv          fpr, pro
-    runs/<category>/eval/overlays/*.png   image | ground truth | heatmap | mask, worst first by name
+    runs/<category>/evaluate/metrics.json     pixel_auroc, aupro, image_auroc (+ per defect type)
+    runs/<category>/evaluate/roc.csv          fpr, tpr
+    runs/<category>/evaluate/pro.csv          fpr, pro
+    runs/<category>/evaluate/overlays/*.png   image | ground truth | heatmap | mask, worst first by name
     runs/<category>/calibration.json      threshold, method, achieved false-alarm rates
     runs/<category>/train/history.csv     training curves (optional)
 
@@ -29,262 +29,27 @@ in the report, never fatal), or passed as ``champions``.
 
 A category whose outputs are missing (e.g. it failed validation) is listed as such instead of
 failing the report, so a partial run still produces a readable page.
+
+The rendering is here; what is read from the runs is :mod:`pipelines.report_data`, the figures
+:mod:`pipelines.report_plots`.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import json
-import math
-import os
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
-from unittest import mock
 
-import cv2
-import numpy as np
-import pandas as pd
-
-from pipelines.layout import REPO_ROOT, CategoryPaths
+from pipelines.report_data import (METRIC_COLUMNS, CategoryResult, Report, collect, default_floors, floor_failures, fmt,
+                                   lookup_champions, mean_row)
+from pipelines.report_plots import curve_plot, loss_plot, overlay_uri
 from pipelines.tracking.registry import catch_text, false_alarm_text
 from pipelines.tracking.runs import operating_point_metrics
 from sidn.config import RegisterConfig
 from sidn.io import atomic_write_text
 
-METRIC_COLUMNS = [("pixel_auroc", "pixel AUROC"), ("aupro", "AUPRO"), ("image_auroc", "image AUROC")]
 GALLERY_PER_CATEGORY = 8
-GALLERY_MAX_WIDTH = 1024  # px; overlay panels are re-encoded (JPEG) to keep the page small
-
-
-@dataclass
-class CategoryResult:
-    category: str
-    metrics: dict[str, Any] | None = None
-    calibration: dict[str, Any] | None = None
-    roc: pd.DataFrame | None = None
-    pro: pd.DataFrame | None = None
-    history: pd.DataFrame | None = None
-    overlays: list[Path] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    champion: dict[str, Any] | None = None  # the registry's champion, shaped like ``metrics``
-
-    def op(self) -> dict[str, float | None]:
-        """This run's figures at the calibrated threshold, flat (:func:`operating_point_metrics`)."""
-        return operating_point_metrics((self.metrics or {}).get("operating_point"))
-
-    @property
-    def complete(self) -> bool:
-        return self.metrics is not None and self.calibration is not None
-
-    def value(self, key: str) -> float:
-        source = self.calibration if key == "threshold" else self.metrics
-        try:
-            return float((source or {}).get(key))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return float("nan")
-
-
-@dataclass
-class Report:
-    html: Path
-    markdown: Path
-    categories: list[CategoryResult]
-    mean: dict[str, float]
-    floors: RegisterConfig = field(default_factory=RegisterConfig)
-    champion_note: str | None = None
-
-
-def default_floors() -> RegisterConfig:
-    """The gate's floors from the repository's ``params.yaml`` (``register:``); defaults if unreadable."""
-    try:
-        from pipelines.params import load_params
-
-        return load_params(REPO_ROOT / "params.yaml").register
-    except (OSError, ValueError, TypeError):
-        return RegisterConfig()
-
-
-def floor_failures(r: CategoryResult, floors: RegisterConfig) -> list[str]:
-    """Which absolute floors of the promotion gate a complete category misses ([] = passes all)."""
-    if not r.complete:
-        return []
-    out = []
-    auroc = r.value("pixel_auroc")
-    if math.isnan(auroc) or auroc < floors.min_pixel_auroc:
-        out.append(f"pixel AUROC {_fmt(auroc)} < {floors.min_pixel_auroc}")
-    op = r.op()
-    if op["catch_rate"] is None:
-        out.append("no catch rate at the calibrated threshold")
-    elif op["catch_rate"] < floors.min_catch_rate:
-        out.append(f"catch rate {catch_text(op)} < {floors.min_catch_rate}")
-    if op["false_alarm_rate"] is None:
-        out.append("no false-alarm rate at the calibrated threshold")
-    elif op["false_alarm_rate"] > floors.max_false_alarm_rate:
-        out.append(f"false-alarm rate {false_alarm_text(op, interval=False)} > {floors.max_false_alarm_rate}")
-    return out
-
-
-def lookup_champions(categories: Sequence[str], floors: RegisterConfig) -> tuple[dict[str, dict], str | None]:
-    """``(champions, note)``: each category's registry champion, when ``MLFLOW_TRACKING_URI`` is a server.
-
-    One quick try (no retries, 10 s timeout); on failure ``({}, why)``. Without a server URI (the
-    local sqlite default) nothing is looked up: ``({}, None)``.
-    """
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
-    if not uri.startswith(("http://", "https://")):
-        return {}, None
-    try:
-        from pipelines.tracking.registry import champion_figures
-        from sidn.config import SIDNConfig
-
-        cfg = SIDNConfig(register=floors)
-        with mock.patch.dict(os.environ, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10"):
-            return champion_figures(categories, cfg), None
-    except Exception as exc:  # the report never fails over the registry
-        return {}, f"champions not looked up ({type(exc).__name__}: {str(exc)[:200]})"
-
-
-def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
-    if not path.is_file():
-        problems.append(f"{path}: missing")
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        problems.append(f"{path}: unreadable ({exc})")
-        return None
-
-
-def _read_csv(path: Path, columns: Sequence[str], problems: list[str]) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        problems.append(f"{path}: unreadable ({exc})")
-        return None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        problems.append(f"{path}: missing column(s) {', '.join(missing)}")
-        return None
-    return df
-
-
-def collect(runs_root: Path, categories: Sequence[str]) -> list[CategoryResult]:
-    """Read every category's evaluation, calibration and curves (missing pieces are noted)."""
-    results = []
-    for category in categories:
-        paths = CategoryPaths(Path(runs_root), category)
-        r = CategoryResult(category)
-        r.metrics = _read_json(paths.metrics, r.problems)
-        r.calibration = _read_json(paths.calibration, r.problems)
-        r.roc = _read_csv(paths.roc, ["fpr", "tpr"], r.problems)
-        r.pro = _read_csv(paths.pro, ["fpr", "pro"], r.problems)
-        r.history = _read_csv(paths.history, ["step"], r.problems)
-        if paths.overlays.is_dir():
-            r.overlays = sorted(paths.overlays.glob("*.png"))
-        results.append(r)
-    return results
-
-
-def mean_row(results: Sequence[CategoryResult]) -> dict[str, float]:
-    out = {}
-    for key in [k for k, _ in METRIC_COLUMNS] + ["threshold"]:
-        values = [r.value(key) for r in results if r.complete and not math.isnan(r.value(key))]
-        out[key] = float(np.mean(values)) if values else float("nan")
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# images
-# ---------------------------------------------------------------------------------------------
-
-
-def _data_uri(data: bytes, mime: str) -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _figure_uri(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    _plt().close(fig)
-    return _data_uri(buf.getvalue(), "image/png")
-
-
-def _plt() -> Any:
-    """pyplot on the Agg backend (no display, no GUI toolkit)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _curve_plot(results: Sequence[CategoryResult], attr: str, y: str, title: str, xlim: float | None) -> str | None:
-    plt = _plt()
-    curves = [(r.category, getattr(r, attr)) for r in results if getattr(r, attr) is not None]
-    if not curves:
-        return None
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    for name, df in curves:
-        ax.plot(df["fpr"], df[y], label=name, linewidth=1.5)
-    if attr == "roc":
-        ax.plot([0, 1], [0, 1], color="0.7", linestyle=":", linewidth=1)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate" if y == "tpr" else "per-region overlap")
-    ax.set_xlim(0, xlim or 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    return _figure_uri(fig)
-
-
-def _loss_plot(results: Sequence[CategoryResult]) -> str | None:
-    plt = _plt()
-    curves = [(r.category, r.history) for r in results if r.history is not None and "total" in r.history]
-    if not curves:
-        return None
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    for i, (name, df) in enumerate(curves):
-        color = f"C{i % 10}"
-        ax.plot(df["step"], df["total"], color=color, alpha=0.45, linewidth=1, label=f"{name} train L")
-        if "val_loss" in df:
-            val = df.dropna(subset=["val_loss"])
-            ax.plot(val["step"], val["val_loss"], color=color, marker="o", markersize=3, linewidth=1.5,
-                    label=f"{name} val L_s")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.set_title("training loss (eq. 25) and validation L_s (eq. 5)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    return _figure_uri(fig)
-
-
-def _overlay_uri(path: Path, max_width: int = GALLERY_MAX_WIDTH) -> str | None:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:  # cv2 does not raise on unreadable files
-        return None
-    h, w = image.shape[:2]
-    if w > max_width:
-        image = cv2.resize(image, (max_width, max(1, round(h * max_width / w))), interpolation=cv2.INTER_AREA)
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 88])
-    return _data_uri(encoded.tobytes(), "image/jpeg") if ok else None
-
-
-# ---------------------------------------------------------------------------------------------
-# rendering
-# ---------------------------------------------------------------------------------------------
-
-
-def _fmt(x: float, digits: int = 4) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def _status(r: CategoryResult, floors: RegisterConfig | None = None) -> str:
@@ -301,8 +66,8 @@ OP_HEADERS = ["catch rate", "false alarms [95% CI]", "px precision", "px recall"
 
 def _op_cells(op: dict[str, float | None]) -> list[str]:
     """Catch rate, false alarms with interval, pixel precision / recall / IoU of a flat operating point."""
-    return [catch_text(op), false_alarm_text(op), _fmt(op.get("pixel_precision"), 3),
-            _fmt(op.get("pixel_recall"), 3), _fmt(op.get("pixel_iou"), 3)]
+    return [catch_text(op), false_alarm_text(op), fmt(op.get("pixel_precision"), 3),
+            fmt(op.get("pixel_recall"), 3), fmt(op.get("pixel_iou"), 3)]
 
 
 def _champion_label(r: CategoryResult) -> str:
@@ -320,7 +85,7 @@ def _num(value: Any) -> float:
 def _champion_cells(r: CategoryResult) -> list[str]:
     """The champion's metrics (threshold and image FAR left blank), then its figures at the threshold."""
     champ = r.champion or {}
-    return ([_fmt(_num(champ.get(k))) for k, _ in METRIC_COLUMNS] + ["", ""]
+    return ([fmt(_num(champ.get(k))) for k, _ in METRIC_COLUMNS] + ["", ""]
             + _op_cells(operating_point_metrics(champ.get("operating_point"))))
 
 
@@ -334,14 +99,14 @@ def markdown_table(results: Sequence[CategoryResult], mean: dict[str, float],
     lines = [header, "|" + "---|" * (len(METRIC_COLUMNS) + 4 + len(OP_HEADERS))]
     for r in results:
         far = (r.calibration or {}).get("image_far")
-        cells = ([_fmt(r.value(k)) for k, _ in METRIC_COLUMNS] + [_fmt(r.value("threshold")), _fmt(far, 3)]
+        cells = ([fmt(r.value(k)) for k, _ in METRIC_COLUMNS] + [fmt(r.value("threshold")), fmt(far, 3)]
                  + (_op_cells(r.op()) if r.complete else [""] * len(OP_HEADERS)))
         lines.append(f"| {r.category} | " + " | ".join(cells) + f" | {_status(r, floors)} |")
         if r.champion:
             lines.append(f"| {r.category}: {_champion_label(r)} | " + " | ".join(_champion_cells(r))
                          + f" | serving (data {r.champion.get('data_version', '?')}) |")
     passing = sum(r.complete and not floor_failures(r, floors) for r in results)
-    cells = [f"**{_fmt(mean[k])}**" for k, _ in METRIC_COLUMNS] + [_fmt(mean["threshold"]), ""] + [""] * len(OP_HEADERS)
+    cells = [f"**{fmt(mean[k])}**" for k, _ in METRIC_COLUMNS] + [fmt(mean["threshold"]), ""] + [""] * len(OP_HEADERS)
     lines.append("| **mean** | " + " | ".join(cells) + f" | {sum(r.complete for r in results)}/{len(results)} complete, "
                  f"{passing}/{len(results)} pass the floors |")
     return "\n".join(lines)
@@ -366,7 +131,7 @@ def defect_rows(results: Sequence[CategoryResult]) -> list[tuple[str, str, str, 
                     rows.append((r.category, defect, model, ["(no such defect type)"] + [""] * len(OP_HEADERS)))
                     continue
                 op = operating_point_metrics(entry.get("operating_point"))
-                rows.append((r.category, defect, model, [_fmt(_num(entry.get("pixel_auroc")))] + _op_cells(op)))
+                rows.append((r.category, defect, model, [fmt(_num(entry.get("pixel_auroc")))] + _op_cells(op)))
     return rows
 
 
@@ -427,12 +192,12 @@ def render_html(results: Sequence[CategoryResult], mean: dict[str, float], title
         far = (r.calibration or {}).get("image_far")
         method = (r.calibration or {}).get("method", "")
         status = _status(r, floors)
-        cells = "".join(f"<td>{_fmt(r.value(k))}</td>" for k, _ in METRIC_COLUMNS)
+        cells = "".join(f"<td>{fmt(r.value(k))}</td>" for k, _ in METRIC_COLUMNS)
         op = "".join(f"<td>{esc(c)}</td>" for c in (_op_cells(r.op()) if r.complete else [""] * len(OP_HEADERS)))
         css = "missing" if not r.complete else ("ok" if status == "ok" else "below")
         rows.append(
             f"<tr class='{css}'><td>{esc(r.category)}</td>{cells}"
-            f"<td>{_fmt(r.value('threshold'))}</td><td>{_fmt(far, 3)}</td><td>{esc(str(method))}</td>{op}"
+            f"<td>{fmt(r.value('threshold'))}</td><td>{fmt(far, 3)}</td><td>{esc(str(method))}</td>{op}"
             f"<td>{esc(status)}</td></tr>"
         )
         if r.champion:
@@ -443,8 +208,8 @@ def render_html(results: Sequence[CategoryResult], mean: dict[str, float], title
                         + "".join(f"<td>{esc(c)}</td>" for c in cells_c[split:])
                         + f"<td>serving (data {esc(str(r.champion.get('data_version', '?')))})</td></tr>")
     passing = sum(r.complete and not floor_failures(r, floors) for r in results)
-    mean_cells = "".join(f"<td>{_fmt(mean[k])}</td>" for k, _ in METRIC_COLUMNS)
-    rows.append(f"<tr class='mean'><td>mean</td>{mean_cells}<td>{_fmt(mean['threshold'])}</td><td></td><td></td>"
+    mean_cells = "".join(f"<td>{fmt(mean[k])}</td>" for k, _ in METRIC_COLUMNS)
+    rows.append(f"<tr class='mean'><td>mean</td>{mean_cells}<td>{fmt(mean['threshold'])}</td><td></td><td></td>"
                 + "<td></td>" * len(OP_HEADERS)
                 + f"<td>{sum(r.complete for r in results)}/{len(results)} complete, "
                   f"{passing}/{len(results)} pass the floors</td></tr>")
@@ -461,9 +226,9 @@ def render_html(results: Sequence[CategoryResult], mean: dict[str, float], title
 
     plots = []
     for uri, alt in (
-        (_curve_plot(results, "roc", "tpr", "pixel ROC", None), "pixel ROC curves"),
-        (_curve_plot(results, "pro", "pro", "PRO (FPR <= 0.3)", 0.3), "PRO curves"),
-        (_loss_plot(results), "training loss curves"),
+        (curve_plot(results, "roc", "tpr", "pixel ROC", None), "pixel ROC curves"),
+        (curve_plot(results, "pro", "pro", "PRO (FPR <= 0.3)", 0.3), "PRO curves"),
+        (loss_plot(results), "training loss curves"),
     ):
         if uri:
             plots.append(f"<img alt='{esc(alt)}' src='{uri}'>")
@@ -475,7 +240,7 @@ def render_html(results: Sequence[CategoryResult], mean: dict[str, float], title
         for path in r.overlays:
             if shown >= gallery_per_category:
                 break
-            uri = _overlay_uri(path)
+            uri = overlay_uri(path)
             if uri is None:
                 continue
             shown += 1

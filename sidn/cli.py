@@ -4,7 +4,7 @@ Library commands are defined here; commands that need the orchestration stack (M
 registry, Prefect flows) are plugged in from ``pipelines/`` through the ``sidn.commands``
 entry-point group, so this package never imports them. In the same way ``--model`` accepts,
 besides a bundle path, a URI such as ``models:/sidn-carpet@champion``: the resolver installed
-for its scheme in the ``sidn.model_uris`` group (``pipelines/model_uri.py`` for ``models:``)
+for its scheme in the ``sidn.model_uris`` group (``pipelines/tracking/model_uri.py`` for ``models:``)
 maps it to a local bundle (:func:`resolve_model`).
 """
 
@@ -21,11 +21,11 @@ from typing import Any, Callable
 
 # One or more examples per command (one per line), shown by --help. They run as written, in
 # this order, after `sidn train` and `sidn calibrate` (tests/test_examples.py); `models:/` lines
-# need the MLflow registry (pipelines/model_uri.py; tests/test_model_uri.py).
+# need the MLflow registry (pipelines/tracking/model_uri.py; tests/test_model_uri.py).
 EXAMPLES = {
     "train": "sidn train --data data/raw/sidn-default --category carpet --out runs/carpet/train",
     "calibrate": "sidn calibrate --model runs/carpet/train/model.pt --category carpet --out runs/carpet",
-    "evaluate": "sidn evaluate --model runs/carpet/model.pt --category carpet --out runs/carpet/eval",
+    "evaluate": "sidn evaluate --model runs/carpet/model.pt --category carpet --out runs/carpet/evaluate",
     "predict": ("sidn predict --model runs/carpet/model.pt photos/ --out predictions/\n"
                 "sidn predict --model models:/sidn-carpet@champion photos/ --out predictions/"),
     "info": "sidn info --size 256",
@@ -76,7 +76,7 @@ def resolve_model(model: str) -> Path:
     """``--model`` as a local bundle path: a path as given; a URI through the resolver for its scheme.
 
     Resolvers are the functions of the ``sidn.model_uris`` entry-point group, one per scheme,
-    each mapping a URI to a local bundle path (e.g. ``models`` -> ``pipelines.model_uri:resolve``).
+    each mapping a URI to a local bundle path (e.g. ``models`` -> ``pipelines.tracking.model_uri:resolve``).
     An unknown scheme, no resolver installed or a resolver's failure is a :class:`ModelURIError`
     naming the URI.
     """

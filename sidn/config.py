@@ -100,6 +100,7 @@ class TrainConfig:
 @dataclass
 class InferConfig:
     median_kernel: int = 5  # our choice (paper: "a median filter")
+    map_sigma: float = 4.0  # our choice: Gaussian blur of the median-filtered map (px at image_size); 0 = none (paper)
     morph_kernel: int = 3  # our choice (paper: "a morphological operation"): opening then closing
     min_region_area: int = 10  # pixels at original resolution; smaller regions are dropped
     score_sigma: float = 0.0  # our choice: image score = max of the map blurred by this Gaussian (px at image_size); 0 = plain max
@@ -118,7 +119,7 @@ class CalibrateConfig:
 
 @dataclass
 class RegisterConfig:
-    """The promotion gate of ``sidn promote`` (see :mod:`pipelines.registry`).
+    """The promotion gate of ``sidn promote`` (see :mod:`pipelines.tracking.registry`).
 
     Relative checks compare the challenger with the champion; the absolute floors apply to
     every promotion, the first one and rollbacks included. Catch rate and false-alarm rate are

@@ -9,7 +9,12 @@ Pipeline for every image (gray float32 ``[H0, W0]`` in [0, 1], any size):
    full resolution in overlapping ``image_size`` tiles (overlap ``tile_overlap``), the tile
    maps averaged with a positive tent-shaped weight window.
 2. **Median filter** (paper: "a median filter") on the continuous map at the resolution it
-   was computed at, kernel ``InferConfig.median_kernel`` (odd; 0/1 disables).
+   was computed at, kernel ``InferConfig.median_kernel`` (odd; 0/1 disables), then a
+   **Gaussian blur** of ``InferConfig.map_sigma`` pixels (our choice, not in the paper; 0
+   disables), :func:`smooth_map`. Chosen on the dev sets: on the same seven trained models
+   (five categories of the synthetic dev set, two seeds on the real commutator photographs)
+   sigma 4 raised pixel AUROC on every one (+0.009 to +0.028; commutator +0.018 / +0.021)
+   and AUPRO on five of seven, and left image AUROC unchanged on average (README).
 3. **Upsampling** of the continuous map to the ORIGINAL image size with ``cv2.INTER_LINEAR``,
    before any threshold. This is ``Prediction.anomaly_map``; ``score`` is the maximum of the
    map smoothed by a Gaussian of ``InferConfig.score_sigma`` (our choice; 0 = the plain
@@ -136,6 +141,14 @@ def image_score(amap: np.ndarray, sigma: float, image_size: int) -> float:
         return float(amap.max())
     s = sigma * min(amap.shape) / image_size
     return float(cv2.GaussianBlur(np.ascontiguousarray(amap, dtype=np.float32), (0, 0), s).max())
+
+
+def smooth_map(amap: np.ndarray, infer: InferConfig) -> np.ndarray:
+    """Step 2 on a map at the resolution it was computed at: median filter, then the Gaussian blur of ``map_sigma``."""
+    out = median_filter(amap, infer.median_kernel)
+    if infer.map_sigma < 0:
+        raise ValueError(f"infer.map_sigma must be >= 0 (0 = no blur), got {infer.map_sigma}")
+    return cv2.GaussianBlur(out, (0, 0), infer.map_sigma) if infer.map_sigma > 0 else out
 
 
 def median_filter(amap: np.ndarray, kernel: int) -> np.ndarray:
@@ -354,7 +367,7 @@ class Predictor:
         return t
 
     def maps(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Median-filtered eq. 26 maps, each upsampled to its image's original size."""
+        """Smoothed eq. 26 maps (:func:`smooth_map`), each upsampled to its image's original size."""
         imgs = [_as_gray(im, i) for i, im in enumerate(images)]
         s, inf = self.image_size, self.infer
         raw: list[np.ndarray | None] = [None] * len(imgs)
@@ -372,7 +385,7 @@ class Predictor:
             out = anomaly_maps(self.net, batch, batch_size=inf.batch_size, device=self.device)
             for i, m in zip(small_idx, out):
                 raw[i] = m
-        return [resize_map(median_filter(m, inf.median_kernel), im.shape) for m, im in zip(raw, imgs)]
+        return [resize_map(smooth_map(m, inf), im.shape) for m, im in zip(raw, imgs)]
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """One :class:`Prediction` per image; ``mask`` is None when uncalibrated."""

@@ -147,7 +147,7 @@ def _check_outputs(docs: Docs, lines: list[str]) -> None:
     cwd = docs.cwd
     train = cwd / "runs" / "carpet" / "train" / "model.pt"
     assert train.is_file() and (cwd / "runs" / "carpet" / "calibration.json").is_file()
-    assert json.loads((cwd / "runs" / "carpet" / "eval" / "metrics.json").read_text())["operating_point"]
+    assert json.loads((cwd / "runs" / "carpet" / "evaluate" / "metrics.json").read_text())["operating_point"]
     doc = json.loads((cwd / "predictions" / "predictions.json").read_text())
     assert len(doc["images"]) == 4
     assert (cwd / "carpet.onnx").is_file()

@@ -42,7 +42,8 @@ class PointwiseModel(nn.Module):
 
 
 def _cfg(**kw) -> InferConfig:
-    base = dict(median_kernel=0, morph_kernel=0, min_region_area=1, tile=False, tile_overlap=16, batch_size=4)
+    base = dict(median_kernel=0, map_sigma=0.0, morph_kernel=0, min_region_area=1, tile=False, tile_overlap=16,
+                batch_size=4)
     base.update(kw)
     return InferConfig(**base)
 
@@ -72,6 +73,21 @@ def test_median_filter_is_applied():
     smooth = Predictor(model, _cfg(median_kernel=5), 64).predict([img])[0]
     assert raw.anomaly_map[10, 10] == pytest.approx(1.0) and raw.score == pytest.approx(1.0)
     assert smooth.anomaly_map[10, 10] == pytest.approx(0.2) and smooth.score == pytest.approx(0.2)
+
+
+def test_map_is_blurred_after_the_median_at_network_resolution():
+    img = np.full((64, 64), 0.2, np.float32)
+    img[20:30, 20:30] = 1.0
+    img[50, 50] = 1.0  # salt pixel: the median removes it before the blur could spread it
+    model = PointwiseModel()
+    sharp = Predictor(model, _cfg(median_kernel=3), 32).predict([img])[0].anomaly_map
+    blurred = Predictor(model, _cfg(median_kernel=3, map_sigma=2.0), 32).predict([img])[0].anomaly_map
+    small = median_filter(cv2.resize(img, (32, 32), interpolation=cv2.INTER_AREA), 3)
+    expected = cv2.resize(cv2.GaussianBlur(small, (0, 0), 2.0), (64, 64), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(blurred, expected, atol=1e-6)
+    assert blurred.max() < sharp.max() and blurred[50, 50] == pytest.approx(0.2, abs=0.02)
+    with pytest.raises(ValueError, match="map_sigma"):
+        Predictor(model, _cfg(map_sigma=-1.0), 32).predict([img])
 
 
 @pytest.mark.parametrize("k", [3, 5, 7, 9])

@@ -110,12 +110,17 @@ def test_telemetry_switches_are_written_in_one_place():
 
 
 def test_each_stage_has_one_name():
-    """DVC stage, Prefect task, task function and task-run name are the same word (issue 14)."""
+    """DVC stage, Prefect task, task function, task-run name and output folder are the same word (issue 14)."""
     import yaml
 
+    from pipelines.layout import CategoryPaths
     from pipelines.orchestration import tasks
 
     dvc_stages = set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
     for stage, task in tasks.TASKS.items():
         assert stage in dvc_stages
         assert (task.name, task.fn.__name__, task.task_run_name) == (stage, stage, f"{stage}[{{category}}]")
+    paths = CategoryPaths(Path("runs"), "carpet")
+    folders = {"prepare": paths.prepare, "train": paths.train_dir, "evaluate": paths.evaluate_dir}
+    assert {stage: folder.name for stage, folder in folders.items()} == {stage: stage for stage in folders}
+    assert paths.defects.stem == "defects"

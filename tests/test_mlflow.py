@@ -124,9 +124,9 @@ def make_run(root: Path, bundle: Path, pixel_auroc: float, aupro: float, image_f
     cfg = _cfg(root)
     cfg.data.categories = [category]
     paths = CategoryPaths(root / "runs", category)
-    paths.eval_dir.mkdir(parents=True)
+    paths.evaluate_dir.mkdir(parents=True)
     paths.train_dir.mkdir(parents=True)
-    paths.validation.mkdir(parents=True)
+    paths.prepare.mkdir(parents=True)
     paths.overlays.mkdir(parents=True)
     paths.model.write_bytes(bundle.read_bytes())
     paths.metrics.write_text(json.dumps({
@@ -154,9 +154,9 @@ def make_run(root: Path, bundle: Path, pixel_auroc: float, aupro: float, image_f
                          "val_loss": [np.nan] * (history_steps - 1) + [0.3], "val_pixel_auroc": np.nan})
     hist.to_csv(paths.history, index=False)
     cfg.save_yaml(paths.train_config)
-    (paths.validation / "manifest.csv").write_text("category,path,split\nx,a.png,train\n")
-    (paths.validation / "validation.json").write_text(json.dumps({"passed": validation_passed}))
-    (paths.validation / "validation.md").write_text("Data validation passed.\n")
+    (paths.prepare / "manifest.csv").write_text("category,path,split\nx,a.png,train\n")
+    (paths.prepare / "validation.json").write_text(json.dumps({"passed": validation_passed}))
+    (paths.prepare / "validation.md").write_text("Data validation passed.\n")
     return cfg, paths
 
 

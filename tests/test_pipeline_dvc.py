@@ -54,7 +54,8 @@ def test_params_yaml_is_a_valid_config_with_a_paper_profile():
     paper = P.load_params(REPO / "params.yaml", profile="paper")
     assert paper.train.steps > cfg.train.steps
     changed = {k for k in cfg.to_dict() if paper.to_dict()[k] != cfg.to_dict()[k]}
-    assert changed == {"dgm", "train"}, "the paper profile sets the paper's DGM and training, nothing else"
+    assert changed == {"dgm", "train", "infer"}, "the paper profile sets the paper's DGM, training and post-processing"
+    assert paper.infer.map_sigma == 0 and cfg.infer.map_sigma > 0  # the paper: a median filter, no blur
     args = P.profile_overrides(REPO / "params.yaml", "paper")
     assert f"train.steps={paper.train.steps}" in args
     from sidn.config import apply_overrides
@@ -99,7 +100,7 @@ def test_dvc_yaml_paths_follow_the_shared_layout():
     stages = _dvc_yaml()["stages"]
     c = layout.CategoryPaths(Path("runs"), "${item}")
     expected = {
-        "prepare": ({c.validation}, set(), set()),
+        "prepare": ({c.prepare}, set(), set()),
         "defects": ({c.defects}, set(), set()),
         "train": ({c.trained_model, c.train_config}, set(), {c.history}),
         "calibrate": ({c.model, c.calibration}, set(), set()),
@@ -139,7 +140,7 @@ def test_dvc_repro_end_to_end(repo_copy, prefect_server, monkeypatch):
     log = first.stdout + first.stderr
 
     c = layout.CategoryPaths(repo / "runs", "carpet")
-    for path in [c.validation / "manifest.csv", c.defects, c.trained_model, c.train_config, c.history,
+    for path in [c.prepare / "manifest.csv", c.defects, c.trained_model, c.train_config, c.history,
                  c.model, c.calibration, c.metrics, c.roc, c.pro, c.scores]:
         assert path.is_file(), f"{path} missing after dvc repro:\n{log[-3000:]}"
     assert list(c.overlays.glob("*.png"))
@@ -187,7 +188,7 @@ def test_dvc_repro_end_to_end(repo_copy, prefect_server, monkeypatch):
     text = failed.stdout + failed.stderr
     assert failed.returncode != 0
     assert "prepare FAILED" in text and "min_train_images" in text, text[-3000:]
-    assert not c.validation.exists(), "DVC removed the outputs and the stage did not publish new ones"
+    assert not c.prepare.exists(), "DVC removed the outputs and the stage did not publish new ones"
     assert (c.work("prepare") / "validation.md").is_file(), "the readable report is kept for inspection"
     assert "prepare@carpet" in run_python(repo, "-m", "dvc", "status").stdout
 

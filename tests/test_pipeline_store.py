@@ -108,8 +108,8 @@ def test_pipeline_round_trip_through_the_object_store(s3_server, tmp_path):
 
         outs = _cached_outs(repo)
         rel_outs = {p.relative_to(repo).as_posix() for p in outs}
-        for expected in ("data/raw/sidn-default/carpet", "runs/carpet/validation", "runs/carpet/defects.npz",
-                         "runs/carpet/train/model.pt", "runs/carpet/model.pt", "runs/carpet/eval/overlays",
+        for expected in ("data/raw/sidn-default/carpet", "runs/carpet/prepare", "runs/carpet/defects.npz",
+                         "runs/carpet/train/model.pt", "runs/carpet/model.pt", "runs/carpet/evaluate/overlays",
                          "reports/index.html"):
             assert expected in rel_outs, f"{expected} is not a cached DVC output: {sorted(rel_outs)}"
         before = _files(repo, outs)

@@ -44,11 +44,11 @@ def _fake_runs(root: Path, categories=CATEGORIES) -> Path:
     rng = np.random.default_rng(0)
     for category in categories:
         base = root / category
-        (base / "eval" / "overlays").mkdir(parents=True)
+        (base / "evaluate" / "overlays").mkdir(parents=True)
         (base / "train").mkdir(parents=True)
         px, pro, img = METRICS[category]
         caught, n_def, alarms, n_good = COUNTS[category]
-        (base / "eval" / "metrics.json").write_text(json.dumps(
+        (base / "evaluate" / "metrics.json").write_text(json.dumps(
             {"category": category, "pixel_auroc": px, "aupro": pro, "image_auroc": img, "n_images": 100,
              "operating_point": op(caught, n_def, alarms, n_good),
              "per_defect": {"cut": {"pixel_auroc": px - 0.01, "operating_point": op(caught // 3, 20, alarms, n_good, 0.5)},
@@ -56,15 +56,15 @@ def _fake_runs(root: Path, categories=CATEGORIES) -> Path:
         (base / "calibration.json").write_text(json.dumps(
             {"threshold": THRESHOLDS[category], "method": "image_far", "image_far": 0.05, "pixel_far": 0.001}))
         fpr = np.linspace(0, 1, 20)
-        pd.DataFrame({"fpr": fpr, "tpr": fpr ** 0.3}).to_csv(base / "eval" / "roc.csv", index=False)
-        pd.DataFrame({"fpr": fpr * 0.3, "pro": fpr ** 0.5}).to_csv(base / "eval" / "pro.csv", index=False)
+        pd.DataFrame({"fpr": fpr, "tpr": fpr ** 0.3}).to_csv(base / "evaluate" / "roc.csv", index=False)
+        pd.DataFrame({"fpr": fpr * 0.3, "pro": fpr ** 0.5}).to_csv(base / "evaluate" / "pro.csv", index=False)
         steps = np.arange(1, 11)
         pd.DataFrame({"step": steps, "total": 1.0 / steps,
                       "val_loss": [0.5 / s if s % 5 == 0 else np.nan for s in steps]}).to_csv(
             base / "train" / "history.csv", index=False)
         for rank in range(N_OVERLAYS):
             panel = (rng.random((64, 256, 3)) * 255).astype(np.uint8)
-            assert cv2.imwrite(str(base / "eval" / "overlays" / f"{rank:02d}_cut_{rank:03d}.png"), panel)
+            assert cv2.imwrite(str(base / "evaluate" / "overlays" / f"{rank:02d}_cut_{rank:03d}.png"), panel)
     return root
 
 

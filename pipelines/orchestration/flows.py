@@ -85,7 +85,8 @@ def category_status(futures: dict[str, PrefectFuture]) -> dict[str, Any]:
 def metrics_markdown(runs_root: str | Path, categories: Sequence[str], report_html: Path | None,
                      failures: dict[str, dict] | None = None, title: str = "SIDN metrics") -> str:
     """Per-category metrics table (markdown) with a link to the HTML report."""
-    from pipelines.report import collect, markdown_table, mean_row
+    from pipelines.report import markdown_table
+    from pipelines.report_data import collect, mean_row
 
     results = collect(Path(runs_root), categories)
     text = [f"# {title}", "", markdown_table(results, mean_row(results)), ""]

@@ -76,7 +76,7 @@ def _stage_task(stage: str, retries: int, module: ModuleType,
 
 def _prepare(cfg: SIDNConfig, category: str, paths: CategoryPaths) -> dict[str, Any]:
     """Manifest + great-expectations validation (bad data fails at once, never retried)."""
-    return prepare_stage.run(restrict(cfg, prepare_stage.PARAMS), category, paths.validation, paths.work("prepare"))
+    return prepare_stage.run(restrict(cfg, prepare_stage.PARAMS), category, paths.prepare, paths.work("prepare"))
 
 
 def _defects(cfg: SIDNConfig, category: str, paths: CategoryPaths) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def _calibrate(cfg: SIDNConfig, category: str, paths: CategoryPaths) -> dict[str
 
 def _evaluate(cfg: SIDNConfig, category: str, paths: CategoryPaths) -> dict[str, Any]:
     """Pixel AUROC, AUPRO, image AUROC, curves and overlays on the test split."""
-    return evaluate_stage.run(restrict(cfg, evaluate_stage.PARAMS), category, paths.model, paths.eval_dir,
+    return evaluate_stage.run(restrict(cfg, evaluate_stage.PARAMS), category, paths.model, paths.evaluate_dir,
                               paths.work("evaluate"))
 
 

@@ -1,6 +1,6 @@
 """DVC stage ``evaluate@<category>``: metrics on the test split at the masks' original resolution.
 
-    python -m pipelines.stages.evaluate CATEGORY MODEL OUT_DIR   # runs/<category>/model.pt -> runs/<category>/eval
+    python -m pipelines.stages.evaluate CATEGORY MODEL OUT_DIR   # runs/<category>/model.pt -> runs/<category>/evaluate
 
 :func:`sidn.jobs.evaluate_category` with the calibrated bundle. OUT_DIR gets ``metrics.json``
 (pixel AUROC, AUPRO, image AUROC, operating point, per defect type), ``headline.json`` (the

@@ -1,6 +1,6 @@
 """DVC stage ``prepare@<category>``: manifest + great-expectations validation of one category.
 
-    python -m pipelines.stages.prepare CATEGORY OUT_DIR        # OUT_DIR = runs/<category>/validation
+    python -m pipelines.stages.prepare CATEGORY OUT_DIR        # OUT_DIR = runs/<category>/prepare
 
 Runs :func:`sidn.data.validate.validate_dataset` on ``data.root``/CATEGORY. If it passes,
 OUT_DIR gets ``manifest.csv`` (:func:`sidn.data.mvtec.build_manifest`), ``validation.json``

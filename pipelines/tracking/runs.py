@@ -220,8 +220,8 @@ def data_version(cfg: SIDNConfig, category: str, data_root: str | Path | None = 
 
 
 def validation_status(paths: CategoryPaths) -> str:
-    """``passed`` / ``failed`` from ``validation/validation.json``; ``missing`` if absent/unreadable."""
-    path = paths.validation / "validation.json"
+    """``passed`` / ``failed`` from ``prepare/validation.json``; ``missing`` if absent/unreadable."""
+    path = paths.prepare / "validation.json"
     try:
         return "passed" if json.loads(path.read_text()).get("passed") is True else "failed"
     except (OSError, ValueError, AttributeError):
@@ -505,8 +505,8 @@ def _log_artifacts(client: "MlflowClient", run_id: str, paths: CategoryPaths, cf
     cfg.save_yaml(tmp / "config" / "config.yaml")  # the resolved config (= the run's params)
     client.log_artifact(run_id, str(tmp / "config" / "config.yaml"), "config")
     for name in ("manifest.csv", "validation.md", "validation.html"):
-        if (paths.validation / name).is_file():
-            client.log_artifact(run_id, str(paths.validation / name), "data")
+        if (paths.prepare / name).is_file():
+            client.log_artifact(run_id, str(paths.prepare / name), "data")
     client.log_artifact(run_id, str(paths.metrics), "eval")
     client.log_artifact(run_id, str(paths.calibration), "eval")
 

@@ -46,7 +46,7 @@ def parity_report(model: nn.Module, net: nn.Module, good_images: Sequence[np.nda
                   threshold: float | None = None, ref: dict[str, Any] | None = None) -> dict[str, Any]:
     """How ``net`` (a fast form of ``model``) compares to ``model`` on what users see.
 
-    Maps come from :class:`sidn.inference.Predictor` (resize, median filter, upsampling).
+    Maps come from :class:`sidn.inference.Predictor` (resize, median filter and blur, upsampling).
     Pixel AUROC and image AUROC (:func:`sidn.inference.image_score`) on the validation set
     (``val_masks``; an image is defective if its mask has a defect pixel), alarms at
     ``threshold`` on the good images (post-processed, :func:`sidn.inference.has_alarm`; the
@@ -55,7 +55,7 @@ def parity_report(model: nn.Module, net: nn.Module, good_images: Sequence[np.nda
     ``passed``: both AUROC deltas within :data:`AUROC_TOL` and the same alarm count.
     ``ref`` caches the fp32 side between calls (pass the same dict).
     """
-    from sidn.inference import Predictor, anomaly_maps, has_alarm, image_score, median_filter
+    from sidn.inference import Predictor, anomaly_maps, has_alarm, image_score, smooth_map
     from sidn.metrics import image_auroc, pixel_auroc
 
     ref = {} if ref is None else ref
@@ -70,7 +70,7 @@ def parity_report(model: nn.Module, net: nn.Module, good_images: Sequence[np.nda
     def side(n: nn.Module) -> dict[str, Any]:
         raw = anomaly_maps(n, raw_in, batch_size=infer.batch_size)
         if same_size and not infer.tile:  # what Predictor.maps does for such images, without a second forward
-            post = [median_filter(m, infer.median_kernel) for m in raw]
+            post = [smooth_map(m, infer) for m in raw]
             gmaps, vmaps = post[:len(good)], post[len(good):]
         else:
             p = Predictor(model, infer, image_size)
