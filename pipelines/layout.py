@@ -3,7 +3,7 @@
 The one source of every path: the DVC stages (``pipelines/stages/*``), the Prefect tasks
 (:mod:`pipelines.orchestration.tasks`), MLflow tracking and the report take their paths from
 :class:`CategoryPaths`, so a category trained by ``dvc repro`` and one trained by a Prefect flow
-land in the same files. ``dvc.yaml`` spells the same paths out; tests/test_pipeline_dvc.py keeps
+land in the same files. ``dvc.yaml`` spells the same paths out; tests/integration/test_pipeline_dvc.py keeps
 them equal.
 
 Fingerprints: :func:`file_md5` and :func:`tree_fingerprint` (outputs and data, for the Prefect

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 # One or more examples per command (one per line), shown by --help. They run as written, in
-# this order, after `sidn train` and `sidn calibrate` (tests/test_examples.py); `models:/` lines
-# need the MLflow registry (pipelines/tracking/model_uri.py; tests/test_model_uri.py).
+# this order, after `sidn train` and `sidn calibrate` (tests/unit/test_examples.py); `models:/` lines
+# need the MLflow registry (pipelines/tracking/model_uri.py; tests/integration/test_model_uri.py).
 EXAMPLES = {
     "train": "sidn train --data data/raw/sidn-default --category carpet --out runs/carpet/train",
     "calibrate": "sidn calibrate --model runs/carpet/train/model.pt --category carpet --out runs/carpet",

@@ -17,5 +17,5 @@ execution: retries, parallelism, schedules and run history.
 This package module imports nothing, so ``sidn --help`` (which imports the CLI) does not import Prefect.
 """
 
-# The retraining schedule (prefect.yaml spells the same cron; tests/test_flows.py checks it).
+# The retraining schedule (prefect.yaml spells the same cron; tests/integration/test_flows.py checks it).
 RETRAIN_CRON = "0 3 * * 0"  # Sundays 03:00 UTC

@@ -1,7 +1,7 @@
 """One Prefect task per pipeline stage: thin wrappers around ``pipelines.stages.<stage>.run``.
 
 Each task has the name of its DVC stage and the task-run name ``<stage>[<category>]``
-(tests/test_layout.py keeps DVC stage, task, function and run name the same word). The tasks
+(tests/unit/test_layout.py keeps DVC stage, task, function and run name the same word). The tasks
 take the config as a plain dict, the category, the runs root, the category's data fingerprint
 and the upstream task's result (for the cache key, :func:`~pipelines.orchestration.policy.stage_cache_key`),
 and return the stage's result with the md5 of the files it wrote. A task whose output files have

@@ -10,7 +10,7 @@
 # params.yaml, dvc.yaml, dvc.lock, .dvc/config and prefect.yaml are read from there (a regular
 # install would look for them in site-packages). data/ and runs/ are where the Jobs mount the
 # PersistentVolumeClaim sidn-workspace (infra/k8s/storage.yaml); nothing of them is in the image.
-# tests/test_infra.py lists the files this Dockerfile puts into the image and checks them.
+# tests/integration/test_infra.py lists the files this Dockerfile puts into the image and checks them.
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update && apt-get install -y --no-install-recommends python3.11 python3.11-venv git ca-certificates \

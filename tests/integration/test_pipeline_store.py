@@ -1,6 +1,6 @@
 """The real pipeline with its DVC remote and its MLflow artifacts in the real local object store.
 
-Servers: the session's S3 store (OpenStack Swift + s3api, ``fixtures_s3.s3_server``) and an MLflow
+Servers: the session's S3 store (OpenStack Swift + s3api, ``helpers.fixtures_s3.s3_server``) and an MLflow
 tracking server whose ``--artifacts-destination`` is in the store's ``sidn-mlflow`` bucket. The
 pipeline runs the way ``make run`` runs it after ``make up``: ``infra/with-env`` loads an
 ``env.sh`` written by the infra package itself (MLflow URI, S3 endpoint and keys), and the DVC remote
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_s3 import S3Server, s3_server  # noqa: F401  (session server, refcounted)
-from helpers_infra import BIN, clean_env, configure_dvc_remote, run_cmd, start_mlflow_s3, write_infra_state
-from helpers_pipeline import REPO, git, make_tiny_repo, pipeline_env
+from helpers.fixtures_s3 import S3Server, s3_server  # noqa: F401  (session server, refcounted)
+from helpers.infra import BIN, clean_env, configure_dvc_remote, run_cmd, start_mlflow_s3, write_infra_state
+from helpers.pipeline import REPO, git, make_tiny_repo, pipeline_env
 
 from infra.ports import free_ports
 from infra.swift import DATA_BUCKET, MLFLOW_BUCKET

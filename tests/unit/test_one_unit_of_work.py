@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from helpers_data import make_mvtec_tree
-from helpers_pipeline import write_tiny_params
+from helpers.data import make_mvtec_tree
+from helpers.pipeline import write_tiny_params
 from pipelines.orchestration import flows, tasks
 from pipelines.stages import calibrate as calibrate_stage
 from sidn.bundle import read_bundle_raw

@@ -22,15 +22,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures_s3 import s3_server, swift_venv  # noqa: F401  (session server, refcounted)
-from helpers_infra import BIN, clean_env, configure_dvc_remote, run_cmd, start_mlflow_s3
+from helpers.fixtures_s3 import s3_server, swift_venv  # noqa: F401  (session server, refcounted)
+from helpers.infra import BIN, clean_env, configure_dvc_remote, run_cmd, start_mlflow_s3
 
 from infra.environment import base_env
 from infra.ports import PORT_DEFAULTS, free_ports, port_is_free
 from infra.processes import ProcessManager, ServiceSpec, group_members
 from infra.stack import WORK_POOL
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "infra" / "k8s"
 SECRETISH = re.compile(r"(SECRET|PASSWORD|TOKEN|ACCESS_KEY|API_KEY|_URI$|CONNECTION_URL)", re.I)
 

@@ -2,7 +2,7 @@
 serving through make_fast / Predictor and the fall-back when int8 misses parity.
 
 64 px images, C = 16 (smaller channel counts are untypical for oneDNN), single thread. The
-parity tests use a model trained a few dozen steps (tests/test_train.py's ``_cfg``) and a DGM
+parity tests use a model trained a few dozen steps (tests/helpers/training.py's ``tiny_config``) and a DGM
 validation set made from held-out images, never a test split.
 """
 
@@ -42,7 +42,7 @@ needs_int8 = pytest.mark.skipif(SCHEME is None, reason="no oneDNN int8 kernels o
 
 
 def _random_model(seed: int = 0) -> SIDN:
-    """Eval-mode SIDN (C=16) with random BN statistics and logits of std ~3 (as tests/test_fast_model.py)."""
+    """Eval-mode SIDN (C=16) with random BN statistics and logits of std ~3 (as tests/unit/test_fast_model.py)."""
     torch.manual_seed(seed)
     model = SIDN(ModelConfig(channels=16, clusters=4)).eval()
     g = torch.Generator().manual_seed(seed)
@@ -272,19 +272,18 @@ def test_calibration_round_trips_through_a_bundle(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A SIDN trained 40 steps on striped textures, its held-out good images and DGM validation set."""
-    sys.path.insert(0, os.path.dirname(__file__))
-    from test_train import _cfg, _images
+    from helpers.training import striped_images, tiny_config
 
     from sidn.train import train
 
     torch.set_num_threads(1)
-    cfg = _cfg(40)
+    cfg = tiny_config(40)
     cfg.train.val_every = 40
     cfg.train.checkpoint_every = 40
     out = tmp_path_factory.mktemp("int8_train")
-    train(cfg, _images(8, 0), None, out, progress=False)
+    train(cfg, striped_images(8, 0), None, out, progress=False)
     model, cfg, _ = load_bundle(out / "model.pt")
-    held = _images(16, 1)  # held-out good images (never a test split)
+    held = striped_images(16, 1)  # held-out good images (never a test split)
     cfg.dgm.val_images = 64
     val_i, val_m = make_validation_set(held, cfg.dgm)
     return model, cfg, held, val_i, val_m

@@ -13,19 +13,20 @@ import torch
 
 from sidn.bundle import load_bundle
 from sidn.train import train
-from tests.test_train import TRAIN, VAL, _cfg
+from helpers.training import TRAIN, VAL, tiny_config
 
 TRAIN_IN_A_FRESH_PROCESS = """
 import sys
-from tests.test_train import TRAIN, VAL, _cfg
+sys.path.insert(0, 'tests')
+from helpers.training import TRAIN, VAL, tiny_config
 from sidn.train import train
-train(_cfg(steps=3), TRAIN, VAL, sys.argv[1], progress=False)
+train(tiny_config(steps=3), TRAIN, VAL, sys.argv[1], progress=False)
 """
 
 
 @pytest.mark.slow
 def test_two_fresh_processes_train_the_same_weights_bit_for_bit(tmp_path):
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     for name in ("a", "b"):
         subprocess.run([sys.executable, "-c", TRAIN_IN_A_FRESH_PROCESS, str(tmp_path / name)], cwd=root, check=True,
                        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
@@ -37,14 +38,14 @@ def test_two_fresh_processes_train_the_same_weights_bit_for_bit(tmp_path):
 
 
 def test_resume_onto_other_images_is_refused(tmp_path):
-    train(_cfg(steps=2), TRAIN, VAL, tmp_path, progress=False)
+    train(tiny_config(steps=2), TRAIN, VAL, tmp_path, progress=False)
     with pytest.raises(ValueError, match="trained on other images"):
-        train(_cfg(steps=4), TRAIN[::-1].copy(), VAL, tmp_path, resume=True, progress=False)
+        train(tiny_config(steps=4), TRAIN[::-1].copy(), VAL, tmp_path, resume=True, progress=False)
 
 
 def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path):
     stale = tmp_path / ".checkpoint.pt.abc123.tmp"
     stale.write_bytes(b"")
-    train(_cfg(steps=1), TRAIN, VAL, tmp_path, progress=False)
+    train(tiny_config(steps=1), TRAIN, VAL, tmp_path, progress=False)
     assert not stale.exists()
     assert not list(tmp_path.glob(".*.tmp"))

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers_data import make_mvtec_tree, write_png
+from helpers.data import make_mvtec_tree, write_png
 from sidn.data.decode import read_image, read_mask
 from sidn.data.errors import DataError
 from sidn.data.mvtec import MANIFEST_COLUMNS, build_manifest, load_images, resize_image, split_holdout

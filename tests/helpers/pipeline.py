@@ -16,7 +16,7 @@ import yaml
 
 from pipelines.telemetry import TELEMETRY_OFF
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 # Tiny settings: 64 px images, a handful of steps, a small DGM set.

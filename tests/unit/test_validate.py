@@ -11,7 +11,7 @@ import pytest
 
 import cv2
 
-from helpers_data import make_mvtec_tree, texture, write_png
+from helpers.data import make_mvtec_tree, texture, write_png
 from sidn.data.validate import CHECKS, ValidationReport, format_report, validate_dataset
 from sidn.data.validation_frame import FRAME_COLUMNS, build_validation_frame
 

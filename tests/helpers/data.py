@@ -1,6 +1,6 @@
 """Tiny MVTec-layout trees for tests (shared by several test modules).
 
-    from helpers_data import make_mvtec_tree
+    from helpers.data import make_mvtec_tree
     cat_dir = make_mvtec_tree(tmp_path, "carpet", n_train=4, n_test_good=2, defects={"cut": 2})
 
 writes::

@@ -7,7 +7,7 @@ import cv2
 import pandas as pd
 import pytest
 
-from helpers_data import make_mvtec_tree
+from helpers.data import make_mvtec_tree
 from sidn.cli import main
 from sidn.int8.scheme import int8_scheme
 

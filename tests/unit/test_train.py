@@ -18,42 +18,7 @@ from sidn.batches import augment_dihedral, random_crops
 from sidn.train import TrainingDiverged, TrainingInterrupted, train
 from sidn.train_checkpoint import HISTORY_COLUMNS, load_checkpoint
 
-SIZE = 64
-
-
-def _images(n: int, seed: int) -> np.ndarray:
-    """Smooth striped gray textures, float32 [n, SIZE, SIZE] in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
-    out = []
-    for _ in range(n):
-        f = rng.uniform(0.2, 0.6)
-        img = 0.5 + 0.3 * np.sin(f * xx + rng.uniform(0, 6.28)) * np.cos(0.7 * f * yy) + 0.1 * rng.random((SIZE, SIZE))
-        out.append(np.clip(img, 0, 1))
-    return np.stack(out).astype(np.float32)
-
-
-TRAIN = _images(6, 0)
-VAL = _images(2, 1)
-
-
-def _cfg(steps: int = 6, **train_kw) -> SIDNConfig:
-    cfg = SIDNConfig()
-    cfg.data.image_size = SIZE
-    cfg.model.channels = 16  # channels < 16 crash oneDNN conv backward on this CPU (see report)
-    cfg.model.clusters = 3
-    cfg.dgm.val_images = 4
-    cfg.train.batch_size = 4
-    cfg.train.steps = steps
-    cfg.train.val_every = 3
-    cfg.train.checkpoint_every = 2
-    cfg.train.amp = "off"
-    cfg.train.device = "cpu"
-    cfg.train.num_threads = 1
-    for k, v in train_kw.items():
-        setattr(cfg.train, k, v)
-    return cfg
-
+from helpers.training import SIZE, TRAIN, VAL, striped_images, tiny_config
 
 def _assert_same_state(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
@@ -69,7 +34,7 @@ def reference_run(tmp_path_factory):
     """An uninterrupted 6-step run (shared by the resume/interrupt tests)."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("ref")
-    result = train(_cfg(6), TRAIN, VAL, out, progress=False)
+    result = train(tiny_config(6), TRAIN, VAL, out, progress=False)
     return out, result
 
 
@@ -89,7 +54,7 @@ def test_outputs_written(reference_run):
     assert val_rows["val_pixel_auroc"].between(0, 1).all()
     assert len(result.history) == 6
     # config.yaml is the resolved config and loads back
-    assert SIDNConfig.from_yaml(out / "config.yaml").to_dict() == _cfg(6).to_dict()
+    assert SIDNConfig.from_yaml(out / "config.yaml").to_dict() == tiny_config(6).to_dict()
     model, cfg, extra = load_bundle(out / "model.pt")
     assert cfg.model.channels == 16 and extra["step"] == result.best_step
     assert extra["val_loss"] == pytest.approx(result.best_val_loss)
@@ -99,9 +64,9 @@ def test_outputs_written(reference_run):
 
 def test_resume_is_bit_identical(reference_run, tmp_path):
     ref_out, _ = reference_run
-    train(_cfg(3), TRAIN, VAL, tmp_path, progress=False)
+    train(tiny_config(3), TRAIN, VAL, tmp_path, progress=False)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
-    result = train(_cfg(6), TRAIN, VAL, tmp_path, resume=True, progress=False)
+    result = train(tiny_config(6), TRAIN, VAL, tmp_path, resume=True, progress=False)
     assert result.steps_done == 6
     a = load_checkpoint(ref_out / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "checkpoint.pt")
@@ -121,12 +86,12 @@ def test_sigterm_checkpoints_and_resumes(reference_run, tmp_path):
 
     previous = signal.getsignal(signal.SIGTERM)
     with pytest.raises(TrainingInterrupted, match="SIGTERM") as ei:
-        train(_cfg(6), TRAIN, VAL, tmp_path, progress=False, callback=kill_at_4)
+        train(tiny_config(6), TRAIN, VAL, tmp_path, progress=False, callback=kill_at_4)
     assert signal.getsignal(signal.SIGTERM) == previous  # handler restored
     assert ei.value.step == 4 and "resume" in str(ei.value)
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 4
     assert pd.read_csv(tmp_path / "history.csv")["step"].tolist() == [1, 2, 3, 4]
-    train(_cfg(6), TRAIN, VAL, tmp_path, resume=True, progress=False)
+    train(tiny_config(6), TRAIN, VAL, tmp_path, resume=True, progress=False)
     _assert_same_state(load_checkpoint(ref_out / "checkpoint.pt")["model"],
                        load_checkpoint(tmp_path / "checkpoint.pt")["model"])
 
@@ -137,13 +102,13 @@ def test_keyboard_interrupt_leaves_usable_checkpoint(tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(TrainingInterrupted, match="checkpoint saved") as ei:
-        train(_cfg(6), TRAIN, VAL, tmp_path, progress=False, callback=ctrl_c)
+        train(tiny_config(6), TRAIN, VAL, tmp_path, progress=False, callback=ctrl_c)
     assert ei.value.checkpoint == tmp_path / "checkpoint.pt"
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["step"] == 1
     assert all(torch.isfinite(v).all() for k, v in ckpt["model"].items() if v.is_floating_point()
                and "threshold" not in k)
-    result = train(_cfg(2), TRAIN, VAL, tmp_path, resume=True, progress=False)
+    result = train(tiny_config(2), TRAIN, VAL, tmp_path, resume=True, progress=False)
     assert result.steps_done == 2
 
 
@@ -164,7 +129,7 @@ def test_nan_loss_raises_and_keeps_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sidn.losses, "SIDNLoss", NaNAtStep3)
     with pytest.raises(TrainingDiverged, match="step 3.*nan.*checkpoint"):
-        train(_cfg(6), TRAIN, VAL, tmp_path, progress=False)
+        train(tiny_config(6), TRAIN, VAL, tmp_path, progress=False)
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ckpt["step"] == 2  # the last good checkpoint
     assert all(torch.isfinite(v).all() for k, v in ckpt["model"].items() if v.is_floating_point()
@@ -177,7 +142,7 @@ def test_resume_with_changed_model_config_fails(reference_run, tmp_path):
 
     ref_out, _ = reference_run
     shutil.copy(ref_out / "checkpoint.pt", tmp_path / "checkpoint.pt")
-    cfg = _cfg(8)
+    cfg = tiny_config(8)
     cfg.model.clusters = 5
     with pytest.raises(ValueError, match="model.clusters"):
         train(cfg, TRAIN, VAL, tmp_path, resume=True, progress=False)
@@ -185,22 +150,22 @@ def test_resume_with_changed_model_config_fails(reference_run, tmp_path):
 
 def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="shape"):
-        train(_cfg(1), TRAIN[0], VAL, tmp_path, progress=False)
+        train(tiny_config(1), TRAIN[0], VAL, tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        train(_cfg(1), TRAIN * 255, VAL, tmp_path, progress=False)
+        train(tiny_config(1), TRAIN * 255, VAL, tmp_path, progress=False)
     with pytest.raises(ValueError, match="val_images"):
-        train(_cfg(1), TRAIN, VAL[:, :32, :32], tmp_path, progress=False)
+        train(tiny_config(1), TRAIN, VAL[:, :32, :32], tmp_path, progress=False)
 
 
 def test_time_budget_and_no_validation(tmp_path):
-    cfg = _cfg(1000, max_minutes=1e-6)
+    cfg = tiny_config(1000, max_minutes=1e-6)
     result = train(cfg, TRAIN, None, tmp_path, progress=False)
     assert result.stopped == "time" and result.steps_done < 1000
     assert (tmp_path / "model.pt").is_file()
 
 
 def test_augment_dihedral_is_reproducible_and_content_preserving():
-    imgs = _images(8, 5)
+    imgs = striped_images(8, 5)
     a = augment_dihedral(imgs, np.random.default_rng(0))
     b = augment_dihedral(imgs, np.random.default_rng(0))
     assert np.array_equal(a, b)
@@ -252,10 +217,10 @@ def test_random_crops_are_windows_of_their_images():
 
 
 def test_training_on_crops_keeps_a_whole_image_model(tmp_path):
-    cfg = _cfg(2, crop_size=32)
+    cfg = tiny_config(2, crop_size=32)
     train(cfg, TRAIN, None, tmp_path, progress=False)
     model, _, _ = load_bundle(tmp_path / "model.pt")
     with torch.no_grad():
         assert model.eval()(torch.rand(1, 1, SIZE, SIZE)).fused.shape == (1, 1, SIZE, SIZE)
     with pytest.raises(ValueError, match="crop_size"):
-        train(_cfg(2, crop_size=40), TRAIN, None, tmp_path / "bad", progress=False)
+        train(tiny_config(2, crop_size=40), TRAIN, None, tmp_path / "bad", progress=False)

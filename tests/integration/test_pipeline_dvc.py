@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers_pipeline import REPO, TINY, make_tiny_repo, pipeline_env, run_python, set_tiny_params
+from helpers.pipeline import REPO, TINY, make_tiny_repo, pipeline_env, run_python, set_tiny_params
 
-pytest_plugins = ["fixtures_prefect"]
+pytest_plugins = ["helpers.fixtures_prefect"]
 
 from pipelines import layout  # noqa: E402
 from pipelines import params as P  # noqa: E402
@@ -200,7 +200,7 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path):
     no output is published, the checkpoint stays in .work/train, and the next run resumes."""
     import signal
 
-    from helpers_data import make_mvtec_tree
+    from helpers.data import make_mvtec_tree
 
     make_mvtec_tree(tmp_path / "data", "carpet", n_train=12, n_test_good=2, defects={"cut": 2}, size=64)
     raw = yaml.safe_load((REPO / "params.yaml").read_text())

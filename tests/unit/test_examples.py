@@ -12,7 +12,7 @@ They run, in a temporary working directory laid out as the docs assume (a tiny g
 MVTec-layout dataset at ``data/raw/sidn-default``, a tiny ``params.yaml``, ``photos/`` with a few
 images), through ``sidn.cli.main(shlex.split(line)[1:])``, in the order of :data:`SEQUENCE`.
 ``models:/sidn-carpet@...`` lines run with the registry replaced by a stub resolver that maps
-them to the locally trained bundle (the real MLflow path: tests/test_model_uri.py).
+them to the locally trained bundle (the real MLflow path: tests/integration/test_model_uri.py).
 
 Not run: ``sidn data synth`` (the full 512 px default dataset, minutes), ``sidn data fetch``
 (internet), ``sidn bench`` (timing), and the orchestration commands (``pipeline``, ``promote``,
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers_data import make_mvtec_tree
+from helpers.data import make_mvtec_tree
 from sidn import cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 SEQUENCE = ["train", "calibrate", "evaluate", "predict", "export"]  # the user's path through the CLI
 ALSO = ["info", "data validate"]  # quick, independent examples run after it

@@ -3,7 +3,7 @@
 Without a server: the ``s3`` resolver is registered and a URI that is not a published bundle is a
 clear error (exit 2) naming it.
 
-Against a real MLflow server (tests/fixtures_mlflow.py) and a real S3 store (tests/fixtures_s3.py:
+Against a real MLflow server (tests/helpers/fixtures_mlflow.py) and a real S3 store (tests/helpers/fixtures_s3.py:
 Swift + s3api): the champion of a registered model is published to the store, and
 ``sidn predict --model s3://...@champion`` gives byte-identical outputs to
 ``--model models:/...@champion``; the second call uses the per-version cache; publishing again
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_mlflow import RELEASE_MANAGER, VIEWER, as_user, mlflow_auth, mlflow_env, mlflow_server  # noqa: F401
-from fixtures_s3 import s3_env, s3_server  # noqa: F401
+from helpers.fixtures_mlflow import RELEASE_MANAGER, VIEWER, as_user, mlflow_auth, mlflow_env, mlflow_server  # noqa: F401
+from helpers.fixtures_s3 import s3_env, s3_server  # noqa: F401
 from sidn import cli
 from test_model_uri import _bundle, _photos, registered  # noqa: F401  (same tiny models and photos)
 

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers_data import make_mvtec_tree, texture, write_png
+from helpers.data import make_mvtec_tree, texture, write_png
 from sidn.data import decode
 from sidn.data.decode import decode_bytes, read_image, read_raw
 from sidn.data.errors import DataError

@@ -26,11 +26,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures_mlflow import RELEASE_MANAGER, as_user, mlflow_auth, mlflow_env, mlflow_server, stop_group  # noqa: F401
-from helpers_pipeline import REPO, make_tiny_repo, pipeline_env, run_python, write_tiny_params
-from helpers_data import make_mvtec_tree
+from helpers.fixtures_mlflow import RELEASE_MANAGER, as_user, mlflow_auth, mlflow_env, mlflow_server, stop_group  # noqa: F401
+from helpers.pipeline import REPO, make_tiny_repo, pipeline_env, run_python, write_tiny_params
+from helpers.data import make_mvtec_tree
 
-pytest_plugins = ["fixtures_prefect"]
+pytest_plugins = ["helpers.fixtures_prefect"]
 
 #: A 4-step model cannot reach the real floors; these tests check the data-version path of the gate.
 OPEN_GATE = {"min_pixel_auroc": 0.0, "min_catch_rate": 0.0, "max_false_alarm_rate": 1.0, "max_image_far": 1.0,

@@ -18,7 +18,7 @@ from sidn.model.sidn import SIDN
 from sidn.operating_point import clopper_pearson, operating_point
 from sidn.batches import augment_flips, sample_batch
 from sidn.train import lr_factor, train
-from tests.test_train import TRAIN, VAL, _cfg
+from helpers.training import TRAIN, VAL, tiny_config
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
@@ -30,7 +30,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 
 
 def test_training_follows_the_schedule(tmp_path):
-    result = train(_cfg(steps=6, schedule="cosine", warmup_steps=2, lr=0.01), TRAIN, VAL, tmp_path, progress=False)
+    result = train(tiny_config(steps=6, schedule="cosine", warmup_steps=2, lr=0.01), TRAIN, VAL, tmp_path, progress=False)
     lrs = result.history["lr"].tolist()
     assert lrs[0] == pytest.approx(0.005) and lrs[1] == pytest.approx(0.01)
     assert lrs[2] == pytest.approx(0.01) and lrs[-1] < lrs[3] < lrs[2]
@@ -39,7 +39,7 @@ def test_training_follows_the_schedule(tmp_path):
 @pytest.mark.parametrize("key,value", [("augment", "rotate"), ("schedule", "linear")])
 def test_unknown_recipe_values_are_refused(tmp_path, key, value):
     with pytest.raises(ValueError, match=f"train.{key}"):
-        train(_cfg(steps=1, **{key: value}), TRAIN, VAL, tmp_path, progress=False)
+        train(tiny_config(steps=1, **{key: value}), TRAIN, VAL, tmp_path, progress=False)
 
 
 def test_flips_keep_orientation_and_none_keeps_images():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers_data import texture, write_png
+from helpers.data import texture, write_png
 from sidn.bundle import BundleError, load_bundle, read_bundle_raw, save_bundle
 from sidn.cli import main
 from sidn.config import SIDNConfig

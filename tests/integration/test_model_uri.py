@@ -4,7 +4,7 @@ Without a server: the CLI's URI plumbing (``sidn.model_uris`` entry points): a p
 as before, an unknown scheme, no resolver installed, a resolver's failure and ``calibrate`` on a
 URI are clear errors naming the URI (exit 2); the ``models`` resolver is registered.
 
-Against a real MLflow server (tests/fixtures_mlflow.py: basic-auth, the release guard): a tiny
+Against a real MLflow server (tests/helpers/fixtures_mlflow.py: basic-auth, the release guard): a tiny
 calibrated bundle is logged as the pyfunc model and registered, the release manager sets
 ``champion``; then, as a read-only user, ``sidn predict --model models:/NAME@champion`` and
 ``sidn export --model models:/NAME/VERSION`` give byte-identical outputs to the local bundle; a
@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_mlflow import (  # noqa: F401
+from helpers.fixtures_mlflow import (  # noqa: F401
     PIPELINE_USER, RELEASE_MANAGER, VIEWER, as_user, mlflow_auth, mlflow_env, mlflow_server,
 )
-from helpers_data import texture, write_png
+from helpers.data import texture, write_png
 from sidn import cli
 from sidn.bundle import save_bundle
 from sidn.config import SIDNConfig

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from helpers_data import make_mvtec_tree
+from helpers.data import make_mvtec_tree
 from sidn.data.fetch import (
     DEFAULT_ARCHIVES,
     MVTEC_AD_CATEGORIES,

@@ -1,6 +1,6 @@
 """Shared fixtures for the pipeline tests: one Prefect server per session, a throw-away MLflow store.
 
-Loaded with ``pytest_plugins = ["fixtures_prefect"]`` in the test modules that need it, so the
+Loaded with ``pytest_plugins = ["helpers.fixtures_prefect"]`` in the test modules that need it, so the
 session-scoped Prefect server is started once for all of them.
 """
 

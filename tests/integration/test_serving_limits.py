@@ -5,7 +5,7 @@ the file headers before decoding anything, refuses one over ``max_images`` /
 Peak-memory figures for the default limits (16 all-zero 36 MP PNGs, refused; 2 images of 40 MP,
 at the limit, predicted)::
 
-    OMP_NUM_THREADS=1 .venv/bin/python tests/test_serving_limits.py
+    OMP_NUM_THREADS=1 .venv/bin/python tests/integration/test_serving_limits.py
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from sidn.config import SIDNConfig  # noqa: E402
 from sidn.model.sidn import SIDN  # noqa: E402
 
 SIZE = 64
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_bundle(path: Path) -> Path:

@@ -2,7 +2,7 @@
 
 Use from a test module or ``conftest.py``::
 
-    from fixtures_mlflow import mlflow_server, mlflow_env, mlflow_auth, as_user  # noqa: F401
+    from helpers.fixtures_mlflow import mlflow_server, mlflow_env, mlflow_auth, as_user  # noqa: F401
 
 ``mlflow_server`` (session) starts, as ``make up`` does (``infra/stack.py``), MLflow with its
 built-in authentication and the release guard::

@@ -2,7 +2,7 @@
 
 Use from ``tests/conftest.py`` (one server for the whole session) or a test module::
 
-    from fixtures_s3 import s3_server, s3_env  # noqa: F401
+    from helpers.fixtures_s3 import s3_server, s3_env  # noqa: F401
 
 ``s3_server`` (session) installs Swift into ``.infra/venv-swift`` if it is missing (``infra/
 install-swift.sh``, ~25 s, needs PyPI), writes its configuration and rings into a temporary folder,
@@ -32,7 +32,7 @@ from infra.ports import free_ports
 from infra.processes import ProcessManager
 from infra.swift import BUCKETS, S3_REGION, SwiftS3
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def swift_venv() -> Path:

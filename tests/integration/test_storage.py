@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures_s3 import s3_env, s3_server  # noqa: F401  (session server, shared through a refcount)
+from helpers.fixtures_s3 import s3_env, s3_server  # noqa: F401  (session server, shared through a refcount)
 from pipelines.tracking import storage
 
 MB = 1024 * 1024

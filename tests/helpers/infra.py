@@ -1,6 +1,6 @@
-"""Helpers shared by the tests that use the real local services (tests/test_infra.py,
-tests/test_pipeline_store.py): clean subprocess environments, an MLflow server whose artifacts
-live in the S3 store of ``fixtures_s3.s3_server``, a DVC remote in that store, and the state
+"""Helpers shared by the tests that use the real local services (tests/integration/test_infra.py,
+tests/integration/test_pipeline_store.py): clean subprocess environments, an MLflow server whose artifacts
+live in the S3 store of ``helpers.fixtures_s3.s3_server``, a DVC remote in that store, and the state
 folder that ``infra/up`` would leave behind (``env.sh``, ``pids/s3.pid``) so ``infra/with-env``
 can be run against the test servers.
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from fixtures_s3 import S3Server
+from helpers.fixtures_s3 import S3Server
 
 from infra import dvc_remote
 from infra.credentials import S3Credentials, write_private

@@ -31,11 +31,11 @@ import pandas as pd
 import pytest
 import torch
 
-from fixtures_mlflow import (  # noqa: F401
+from helpers.fixtures_mlflow import (  # noqa: F401
     PIPELINE_USER, RELEASE_MANAGER, VIEWER, as_user, free_port, mlflow_auth, mlflow_env, mlflow_executable,
     mlflow_server, stop_group, wait_http,
 )
-from helpers_data import texture
+from helpers.data import texture
 from pipelines.layout import CategoryPaths
 from sidn.bundle import load_bundle, save_bundle
 from sidn.config import SIDNConfig
