@@ -42,7 +42,8 @@ it (autocast, TorchScript, ``torch.compile``, onnxruntime) are listed with their
 ratios in :mod:`sidn.fast_model`.
 
 Timers and the training/DGM timings are :mod:`sidn.bench_timing`, the parity model
-:mod:`sidn.bench_parity`.
+:mod:`sidn.bench_parity`. Over 400 lines: one concept, the one run that measures and
+names every figure (:func:`run_bench`) and prints them (:func:`format_bench`).
 
 The model is randomly initialised (speed does not depend on the weights); a few train-mode
 forward passes set realistic BatchNorm statistics first. Pass ``bundle=`` to time a trained

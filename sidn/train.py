@@ -24,7 +24,9 @@ L_s is the segmentation objective itself, is smooth from step to step and does n
 the way AUROC on easy synthetic defects does; AUROC is logged alongside for inspection.
 
 The loop is here; checkpoints and run files are :mod:`sidn.train_checkpoint`, validation
-:mod:`sidn.train_validation`, clean stops :mod:`sidn.train_signals`.
+:mod:`sidn.train_validation`, clean stops :mod:`sidn.train_signals`, batch sampling and
+augmentation :mod:`sidn.batches`, the allocator setting :mod:`sidn.heap`. Over 400 lines: one
+concept, the loop and its run state (``_Run``, one method per step of the loop), and this docstring.
 
 Outputs in ``out_dir`` (all written atomically): ``model.pt`` (best, :mod:`sidn.bundle`),
 ``checkpoint.pt`` (last state, for ``resume=True``), ``config.yaml`` (resolved config),
