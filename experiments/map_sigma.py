@@ -9,19 +9,13 @@ the network's 256 px, masks resized nearest); how sigma 4 was chosen (README "De
 import json, sys
 from pathlib import Path
 import cv2, numpy as np, torch
-from sidn.bundle import load_bundle
-from sidn.data.mvtec import build_manifest, load_images
-from sidn.data.decode import read_mask
+from dev_split import load_dev_split
 from sidn.inference import anomaly_maps, median_filter
 from sidn.metrics import pixel_auroc, aupro, image_auroc
+
 torch.set_num_threads(1)
 run_dir, data_root, category = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-model, cfg, _ = load_bundle(run_dir / "model.pt")
-S = cfg.data.image_size
-m = build_manifest(data_root, category); t = m[m["split"] == "test"].reset_index(drop=True)
-imgs = load_images(t["path"].tolist(), S)
-masks = [cv2.resize(read_mask(p), (S, S), interpolation=cv2.INTER_NEAREST) if p else np.zeros((S, S), np.uint8) for p in t["mask_path"]]
-labels = t["label"].astype(int).tolist()
+model, imgs, masks, labels = load_dev_split(run_dir, data_root, category)
 med = [median_filter(a, 5) for a in anomaly_maps(model, imgs, batch_size=16)]
 rows = {}
 for s in [0, 3, 4, 6, 8, 12]:

@@ -16,20 +16,13 @@ Gaussian sigma 2 / 4); image scores ``max``, ``g4max`` / ``g8max`` (max of a blu
 import json, sys
 from pathlib import Path
 import cv2, numpy as np, torch
-from sidn.bundle import load_bundle
-from sidn.data.decode import read_mask
-from sidn.data.mvtec import build_manifest, load_images
+from dev_split import load_dev_split
 from sidn.inference import anomaly_maps, median_filter
 from sidn.metrics import pixel_auroc, aupro, image_auroc
 
 torch.set_num_threads(1)
 run_dir, data_root, category = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-model, cfg, _ = load_bundle(run_dir / "model.pt")
-S = cfg.data.image_size
-m = build_manifest(data_root, category); t = m[m["split"] == "test"].reset_index(drop=True)
-imgs = load_images(t["path"].tolist(), S)
-masks = [cv2.resize(read_mask(p), (S, S), interpolation=cv2.INTER_NEAREST) if p else np.zeros((S, S), np.uint8) for p in t["mask_path"]]
-labels = t["label"].astype(int).tolist()
+model, imgs, masks, labels = load_dev_split(run_dir, data_root, category)
 raw = anomaly_maps(model, imgs, batch_size=16)
 def tta(flips):
     acc = raw.copy()
