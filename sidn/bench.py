@@ -65,8 +65,8 @@ from torch import nn
 from sidn.config import SIDNConfig
 from sidn.cpu import cpu_info
 from sidn.bench_parity import PARITY_CATEGORY, PARITY_SIZE, PARITY_STEPS, fast_parity, parity_model, threads
-from sidn.bench_timing import (dgm_ms_per_image, fp32_runner, matmul_gflops, matmul_gops_int8, peak_rss_mb, runner,
-                               timeit_interleaved, train_ms_per_image)
+from sidn.bench_timing import (dgm_ms_per_image, fp32_runner, matmul_gflops, matmul_gops_int8, memory_score_ms,
+                               peak_rss_mb, runner, timeit_interleaved, train_ms_per_image)
 from sidn.device import bf16_autocast_supported, describe
 from sidn.fast_model import float_fast_mode, make_float_fast, MAX_FAST_DIFF, mode_of
 
@@ -260,6 +260,10 @@ def run_bench(
     achieved = gflop / (best_fast_ms / 1000.0)
     say(f"{gflop:.2f} GFLOP/image; matmul fp32 {mm_fp32:.0f} GFLOP/s, bf16 {mm_bf16:.0f}, int8 {mm_int8:.0f} GOP/s")
 
+    rows = cfg.infer.memory_rows
+    memory_ms = memory_score_ms(model, x16, rows, max(BS1_REPEATS, repeats)) if rows > 0 else 0.0
+    say(f"feature-memory image-score term {memory_ms:.1f} ms/image")
+
     # training
     say("training step")
     train_ms, train_amp = train_ms_per_image(cfg, model, image_size, batch, train_repeats or max(1, repeats), dev)
@@ -283,6 +287,7 @@ def run_bench(
         "infer_ms_fp32_bs16": round(ms_fp32_bs16, 3),
         "infer_ms_fast_bs1": round(ms_fast_bs1, 3),
         "infer_ms_fast_bs16": round(ms_fast_bs16, 3),
+        "memory_score_ms_bs1": round(memory_ms, 3),
         "fast_mode": fast_mode,
         "max_abs_diff_fast": float(f"{fast_diff:.3g}"),
         "train_ms_per_image": round(train_ms, 3),
@@ -362,6 +367,10 @@ def format_bench(d: dict[str, Any]) -> str:
         ("fast / fp32 speed-up, batch 1 and " + str(d.get("batch", 16)),
          f"{d.get('fast_speedup_bs1', float('nan')):.2f}x, {d.get('fast_speedup_bs16', float('nan')):.2f}x"),
         ("max |fast - fp32| of fused map", f"{d['max_abs_diff_fast']:.2e}"),
+        ("image-score memory term (FEM + nearest neighbour), batch 1",
+         f"{d.get('memory_score_ms_bs1', 0.0):.1f} ms/image: fp32 + memory "
+         f"{d['infer_ms_fp32_bs1'] + d.get('memory_score_ms_bs1', 0.0):.1f}, fast + memory "
+         f"{d['infer_ms_fast_bs1'] + d.get('memory_score_ms_bs1', 0.0):.1f} ms/image"),
     ]
     if d.get("infer_ms_int8_bs1") is not None:
         rows.append((f"inference int8 ({d.get('int8_mode')}), batch 1 / {d.get('batch', 16)}",

@@ -141,3 +141,13 @@ def dgm_ms_per_image(cfg: SIDNConfig, image_size: int, batch: int, repeats: int)
         dgm(clean, rng, donors=donors)
 
     return timeit(make, repeats, warmup=1) * 1000.0 / batch
+
+
+def memory_score_ms(model: nn.Module, images: Tensor, rows: int, repeats: int) -> float:
+    """ms for the feature-memory term of one image's score (:mod:`sidn.feature_memory`: the FEM pass, the
+    nearest-neighbour search against ``rows`` bank rows, the blur), the memory built from ``images`` [B,1,S,S]."""
+    from sidn.feature_memory import FeatureMemory
+
+    pixels = images[:, 0].float().cpu().numpy()
+    memory = FeatureMemory.from_images(model, pixels, rows)
+    return 1000.0 * timeit(lambda: memory.knn_scores(model, pixels[:1]), repeats)

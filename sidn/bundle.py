@@ -202,7 +202,20 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> tuple["
     model.eval()
     extra = dict(raw["extra"])
     _attach_int8(model, extra, path)
+    _attach_feature_memory(model, extra, path)
     return model, cfg, extra
+
+
+def _attach_feature_memory(model: "SIDN", extra: dict[str, Any], path: Path) -> None:
+    """Hang the bundle's feature memory (:mod:`sidn.feature_memory`, made by calibration) on the model."""
+    from sidn.feature_memory import BUNDLE_KEY, FeatureMemory
+
+    if BUNDLE_KEY not in extra:
+        return
+    try:
+        model.feature_memory = FeatureMemory.from_dict(extra[BUNDLE_KEY])
+    except ValueError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
 
 
 def _attach_int8(model: "SIDN", extra: dict[str, Any], path: Path) -> None:

@@ -193,6 +193,7 @@ def calibrate(
     cfg: CalibrateConfig,
     infer: InferConfig,
     image_size: int = 256,
+    good_scores: Sequence[float] | None = None,
 ) -> Calibration:
     """Compute the three candidate thresholds and store the one ``cfg.method`` selects.
 
@@ -200,7 +201,8 @@ def calibrate(
     ``val_maps``/``val_masks``: maps and masks of the DGM validation set (may be None/empty;
     then ``max_f1`` is NaN). ``achieved[name]`` reports, for each candidate threshold, the
     image FAR (post-processed) and its 95 % upper bound and pixel FAR (raw map) on the good
-    maps, and F1/IoU of the post-processed masks on the validation set.
+    maps, and F1/IoU of the post-processed masks on the validation set. ``good_scores``: the good
+    images' image scores (``Predictor.scores``) where they are not the maps' :func:`image_score`.
     Raises ValueError when the selected method cannot be computed from the inputs.
     """
     if cfg.method not in METHODS:
@@ -229,7 +231,10 @@ def calibrate(
         crit = critical_thresholds(good, infer)
         k_img = int(math.floor(cfg.target_image_far * n_img + 1e-9))
         thresholds["image_far"] = threshold_for_count(crit, k_img)
-        scores = np.array([image_score(m, infer.score_sigma, image_size) for m in good])
+        if good_scores is not None and len(good_scores) != n_img:
+            raise ValueError(f"got {len(good_scores)} good-image scores for {n_img} good maps")
+        scores = np.array(good_scores if good_scores is not None else
+                          [image_score(m, infer.score_sigma, image_size) for m in good])
         score_threshold = threshold_for_count(scores, k_img)
         pixels = np.concatenate([m.ravel() for m in good])
         k_pix = int(math.floor(cfg.target_pixel_far * pixels.size + 1e-9))

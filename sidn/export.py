@@ -9,8 +9,8 @@ The exported graph is the anomaly map of eq. (26),
 Pre-processing (gray conversion, ``INTER_AREA`` resize to S) and post-processing (median
 filter, upsampling, threshold, morphology; :mod:`sidn.inference`) are not in the graph: they
 run in numpy/OpenCV around it, exactly as for the torch model. The ONNX file carries the
-bundle's calibration in its metadata (``sidn.threshold``, ``sidn.score_threshold``,
-``sidn.image_size``, ``sidn.lambda_f``, ``sidn.format``), so :class:`OnnxModel` knows its
+bundle's calibration in its metadata (``sidn.threshold``, ``sidn.score_threshold`` -- null when the
+bundle's image score uses its feature memory, which is not in the graph --, ``sidn.image_size``, ``sidn.lambda_f``, ``sidn.format``), so :class:`OnnxModel` knows its
 threshold and its input size without the bundle, and ``sidn.weights_sha256``
 (:func:`sidn.weights_hash.weights_sha256` of the bundle's weights), which ties the file to its bundle:
 :func:`check_onnx_matches_bundle` refuses to run an ONNX file with another bundle's threshold
@@ -74,6 +74,12 @@ def _finite(value: Tensor | float | None) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _score_threshold(model: nn.Module) -> float | None:
+    """The bundle's image-score threshold, or None where that score uses the feature memory
+    (:mod:`sidn.feature_memory`), which the graph does not carry: an exported map is scored by its maximum."""
+    return None if hasattr(model, "feature_memory") else _finite(getattr(model, "score_threshold", None))
+
+
 def _metadata(model: nn.Module, cfg: Any, size: int) -> dict[str, str]:
     return {
         "sidn.format": ONNX_FORMAT,
@@ -81,7 +87,7 @@ def _metadata(model: nn.Module, cfg: Any, size: int) -> dict[str, str]:
         "sidn.image_size": str(size),
         "sidn.lambda_f": str(cfg.model.lambda_f),
         "sidn.threshold": json.dumps(_finite(getattr(model, "threshold", None))),
-        "sidn.score_threshold": json.dumps(_finite(getattr(model, "score_threshold", None))),
+        "sidn.score_threshold": json.dumps(_score_threshold(model)),
         "sidn.config": json.dumps(cfg.to_dict(), sort_keys=True),
     }
 
@@ -147,7 +153,7 @@ def export_torchscript(bundle_path: str | Path, out_path: str | Path, image_size
         traced = torch.jit.trace(net, example, check_trace=False)
     meta = {
         "format": ONNX_FORMAT.replace("onnx", "torchscript"), "image_size": size,
-        "threshold": _finite(model.threshold), "score_threshold": _finite(model.score_threshold),
+        "threshold": _finite(model.threshold), "score_threshold": _score_threshold(model),
         "config": cfg.to_dict(),
     }
     extra = {"sidn.json": json.dumps(meta)}

@@ -45,6 +45,7 @@ from torch import nn
 
 from sidn.config import InferConfig
 from sidn.fast_choice import make_fast
+from sidn.feature_memory import FeatureMemory
 from sidn.fast_model import mode_of
 
 
@@ -58,7 +59,7 @@ class Prediction:
 
     anomaly_map: np.ndarray  # float32, eq. 26 after median filter and upsampling
     mask: np.ndarray | None  # uint8 {0,1} after threshold + morphology; None if uncalibrated
-    score: float  # image-level anomaly score, :func:`image_score`
+    score: float  # image-level anomaly score, :meth:`Predictor.scores`
     regions: list[dict[str, Any]] = field(default_factory=list)  # x, y, w, h, area, max_score
     threshold: float | None = None  # threshold used for ``mask``
 
@@ -387,12 +388,26 @@ class Predictor:
                 raw[i] = m
         return [resize_map(smooth_map(m, inf), im.shape) for m, im in zip(raw, imgs)]
 
+    @property
+    def memory(self) -> FeatureMemory | None:
+        """The feature memory the image score uses (calibration attaches it), or None (``infer.memory_rows`` 0)."""
+        return getattr(self.model, "feature_memory", None) if self.infer.memory_rows > 0 else None
+
+    def scores(self, images: Sequence[np.ndarray], maps: Sequence[np.ndarray]) -> list[float]:
+        """Image scores: :func:`image_score` of each map, fused with the :attr:`memory` term where there is one."""
+        map_scores = [image_score(m, self.infer.score_sigma, self.image_size) for m in maps]
+        if self.memory is None:
+            return map_scores
+        s = self.image_size
+        resized = np.stack([cv2.resize(_as_gray(im, i), (s, s), interpolation=cv2.INTER_AREA) for i, im in enumerate(images)])
+        return [float(v) for v in self.memory.fuse(map_scores, self.memory.knn_scores(self.model, resized))]
+
     def predict(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """One :class:`Prediction` per image; ``mask`` is None when uncalibrated."""
         t = self.threshold
         preds = []
-        for amap in self.maps(images):
-            score = image_score(amap, self.infer.score_sigma, self.image_size)
+        maps = self.maps(images)
+        for amap, score in zip(maps, self.scores(images, maps)):
             if t is None:
                 preds.append(Prediction(anomaly_map=amap, mask=None, score=score))
             else:

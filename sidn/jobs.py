@@ -21,7 +21,8 @@ from sidn.config import SIDNConfig
 from sidn.data.dgm import make_validation_set
 from sidn.data.decode import read_image, read_mask
 from sidn.data.mvtec import build_manifest, load_images, split_holdout
-from sidn.inference import Prediction, Predictor
+from sidn.feature_memory import BUNDLE_KEY as MEMORY_KEY, FeatureMemory
+from sidn.inference import Prediction, Predictor, image_score
 from sidn.int8.calibrate import calibrate_int8
 from sidn.int8.record import BUNDLE_KEY as INT8_KEY, int8_summary, Int8Calibration
 from sidn.int8.scheme import int8_scheme
@@ -201,6 +202,8 @@ def _imwrite(path: Path, image: np.ndarray) -> None:
     Path(path).write_bytes(encoded.tobytes())
 
 
+MEMORY_IMAGES = 60  # training images whose features feed the memory bank (the dev experiments' 60)
+
 # The settings calibration reads: the shipped model carries the values it was calibrated with.
 CALIBRATION_KEYS = ("data.root", "data.holdout_fraction", "data.holdout_seed", "dgm", "infer", "calibrate")
 
@@ -239,16 +242,20 @@ def calibrate_category(
     write_bundle_raw(shipped, raw)
     model, cfg, extra = load_bundle(shipped)
     predictor = Predictor(model, cfg.infer, cfg.data.image_size, threshold=None)
-    _, holdout_rows = _train_and_holdout(cfg, category)
-    good_maps = [p.anomaly_map for p in _predict_paths(predictor, holdout_rows["path"].tolist(), cfg.infer.batch_size)]
-    holdout_images = load_images(holdout_rows["path"].tolist(), cfg.data.image_size)
+    train_rows, holdout_rows = _train_and_holdout(cfg, category)
+    holdout_paths = holdout_rows["path"].tolist()
+    good_maps = [p.anomaly_map for p in _predict_paths(predictor, holdout_paths, cfg.infer.batch_size)]
+    holdout_images = load_images(holdout_paths, cfg.data.image_size)
+    good_scores = _attach_feature_memory(model, train_rows["path"].tolist(), holdout_images, good_maps, cfg)
     val_images, val_masks = make_validation_set(holdout_images, cfg.dgm)
-    val_maps = [p.anomaly_map for p in predictor.predict(list(val_images))]
+    val_maps = predictor.maps(list(val_images))
     result = calibrate(good_maps, val_maps, [m.astype(np.uint8) for m in val_masks], cfg.calibrate, cfg.infer,
-                       image_size=cfg.data.image_size)
+                       image_size=cfg.data.image_size, good_scores=good_scores)
 
-    model.threshold.fill_(result.threshold)
-    extra = {**{k: v for k, v in extra.items() if k != INT8_KEY}, "calibration": result.to_dict()}
+    result.apply(model)  # the pixel threshold and the image-score threshold
+    extra = {**{k: v for k, v in extra.items() if k not in (INT8_KEY, MEMORY_KEY)}, "calibration": result.to_dict()}
+    if predictor.memory is not None:
+        extra[MEMORY_KEY] = predictor.memory.to_dict()
     summary = result.to_dict()
     int8 = _int8_calibration(model, holdout_images, val_images, val_masks, cfg) if cfg.calibrate.int8 else None
     if int8 is not None:
@@ -257,6 +264,23 @@ def calibrate_category(
     save_bundle(model, cfg, shipped, extra=extra)
     atomic_write_json(Path(out_dir) / "calibration.json", summary)
     return result
+
+
+def _attach_feature_memory(model: SIDN, train_paths: list[str], good_images: np.ndarray,
+                           good_maps: list[np.ndarray], cfg: SIDNConfig) -> list[float] | None:
+    """Build the feature memory (:mod:`sidn.feature_memory`) from at most :data:`MEMORY_IMAGES` evenly
+    spaced training images, standardise it on the held-out good images, hang it on ``model`` and return
+    those images' fused scores; None when ``infer.memory_rows`` is 0."""
+    if cfg.infer.memory_rows <= 0:
+        return None
+    step = max(1, -(-len(train_paths) // MEMORY_IMAGES))
+    train_images = load_images(train_paths[::step], cfg.data.image_size)
+    memory = FeatureMemory.from_images(model, train_images, cfg.infer.memory_rows, seed=cfg.dgm.seed)
+    map_scores = [image_score(m, cfg.infer.score_sigma, cfg.data.image_size) for m in good_maps]
+    knn_scores = memory.knn_scores(model, good_images)
+    memory.set_references(map_scores, knn_scores)
+    model.feature_memory = memory
+    return [float(v) for v in memory.fuse(map_scores, knn_scores)]
 
 
 def _int8_calibration(model: SIDN, good_images: np.ndarray, val_images: np.ndarray, val_masks: np.ndarray,

@@ -24,7 +24,8 @@ Output (one row per image, in input order; over HTTP ``{"predictions": [{...}, .
                   (eq. 26 after the median filter, upsampled; "" when include_map is false)
     mask          base64 PNG, 8-bit gray, 0 / 255: the defect mask at the calibrated threshold
                   after opening, closing and the min_region_area filter (null if uncalibrated)
-    score         float: image anomaly score, max of the anomaly map
+    score         float: image anomaly score (sidn.inference.Predictor.scores: the map's maximum, plus the
+                  feature-memory term where the bundle has one)
     is_defective  bool: any defect region in ``mask`` (null if uncalibrated)
     threshold     float: the threshold used for ``mask`` (null if uncalibrated)
     height, width int: the image size (= the size of anomaly_map and mask)
