@@ -44,6 +44,7 @@ ap.add_argument("data")
 ap.add_argument("category")
 ap.add_argument("--rows", type=int, default=8000, help="bank rows (the pipeline's infer.memory_rows)")
 ap.add_argument("--stride", type=int, choices=(4, 8), default=8, help="feature stride (the pipeline: 8)")
+ap.add_argument("--input", type=int, default=256, help="size the FEM sees (the pipeline: 256, the network's input)")
 args = ap.parse_args()
 run, data, category, BANK_ROWS = args.run, args.data, args.category, args.rows
 torch.set_num_threads(1)
@@ -59,6 +60,8 @@ model.fem.register_forward_hook(lambda m, i, o: captured.__setitem__("z", o))
 
 def fem_features(x: np.ndarray) -> torch.Tensor:
     out = []
+    if args.input != 256:
+        x = np.stack([cv2.resize(a, (args.input, args.input), interpolation=cv2.INTER_AREA) for a in x])
     with torch.inference_mode():
         for i in range(0, len(x), 16):
             model(torch.from_numpy(np.ascontiguousarray(x[i:i + 16])).float()[:, None])
@@ -71,7 +74,7 @@ def sidn_maps(x: np.ndarray) -> np.ndarray:
     return np.stack([cv2.GaussianBlur(median_filter(a, 5), (0, 0), 4) for a in anomaly_maps(model, x, batch_size=16)])
 
 
-row = {"run": run, "category": category, "bank_images": BANK_IMAGES, "bank_rows": BANK_ROWS, "stride": args.stride}
+row = {"run": run, "category": category, "bank_images": BANK_IMAGES, "bank_rows": BANK_ROWS, "stride": args.stride, "input": args.input}
 with reuse_heap():
     t0 = time.time()
     feats = fem_features(bank_images)

@@ -29,7 +29,7 @@ from torch import nn
 
 BUNDLE_KEY = "feature_memory"
 SMOOTH_SIGMA = 4.0  # px at the network's input size: blur of the distance map before its maximum
-_QUERY_CHUNK = 512
+_QUERY_CHUNK = 256  # queries per distance matrix (256 x 8000 float32 = 8 MB)
 
 
 def memory_features(model: nn.Module, images_resized: np.ndarray, batch_size: int = 16) -> torch.Tensor:
@@ -79,12 +79,13 @@ class FeatureMemory:
         """Per image: the maximum over positions of the distance to the nearest bank row, after a
         :data:`SMOOTH_SIGMA` blur of the distance map at the input's size."""
         size = images_resized.shape[-1]
-        bank_sq = (self.bank * self.bank).sum(1)
+        bank_t, bank_sq = self.bank.T.contiguous(), (self.bank * self.bank).sum(1)
         scores = []
         for f in memory_features(model, images_resized):
             q = (_rows(f[None]) - self.mean) / self.std
-            d2 = torch.cat([((c * c).sum(1, keepdim=True) - 2 * c @ self.bank.T + bank_sq).min(1).values
-                            for c in q.split(_QUERY_CHUNK)])
+            with torch.inference_mode():  # |q - b|^2 = |b|^2 - 2 q.b + |q|^2, minimised over b before adding |q|^2
+                d2 = torch.cat([torch.addmm(bank_sq, c, bank_t, alpha=-2).amin(1) for c in q.split(_QUERY_CHUNK)])
+                d2 += (q * q).sum(1)
             dist = d2.clamp_min(0).sqrt().reshape(f.shape[1:]).numpy()
             smooth = cv2.GaussianBlur(cv2.resize(dist, (size, size), interpolation=cv2.INTER_LINEAR), (0, 0), SMOOTH_SIGMA)
             scores.append(float(smooth.max()))

@@ -241,6 +241,7 @@ def calibrate_category(
     shipped.parent.mkdir(parents=True, exist_ok=True)
     write_bundle_raw(shipped, raw)
     model, cfg, extra = load_bundle(shipped)
+    vars(model).pop("feature_memory", None)  # a memory of an earlier calibration: this one builds its own
     predictor = Predictor(model, cfg.infer, cfg.data.image_size, threshold=None)
     train_rows, holdout_rows = _train_and_holdout(cfg, category)
     holdout_paths = holdout_rows["path"].tolist()
@@ -270,8 +271,9 @@ def _attach_feature_memory(model: SIDN, train_paths: list[str], good_images: np.
                            good_maps: list[np.ndarray], cfg: SIDNConfig) -> list[float] | None:
     """Build the feature memory (:mod:`sidn.feature_memory`) from at most :data:`MEMORY_IMAGES` evenly
     spaced training images, standardise it on the held-out good images, hang it on ``model`` and return
-    those images' fused scores; None when ``infer.memory_rows`` is 0."""
-    if cfg.infer.memory_rows <= 0:
+    those images' fused scores; None when ``infer.memory_rows`` is 0 or fewer than two good images are held
+    out (the references need a spread), in which case the image score stays the map's maximum."""
+    if cfg.infer.memory_rows <= 0 or len(good_images) < 2:
         return None
     step = max(1, -(-len(train_paths) // MEMORY_IMAGES))
     train_images = load_images(train_paths[::step], cfg.data.image_size)

@@ -113,3 +113,14 @@ def test_an_export_does_not_claim_the_memory_scores_threshold(model: SIDN, tmp_p
         torch.jit.load(str(export_torchscript(bundle, tmp_path / f"{name}.ts", image_size=SIZE)), _extra_files=files)
         expected = None if name == "with" else pytest.approx(0.7)
         assert json.loads(files["sidn.json"])["score_threshold"] == expected
+
+
+def test_one_held_out_image_calibrates_without_a_memory(model: SIDN, tmp_path: Path) -> None:
+    make_mvtec_tree(tmp_path / "data", "carpet", n_train=10, n_test_good=1, defects={"cut": 1}, size=SIZE)
+    cfg = tiny_config()
+    cfg.data.root = str(tmp_path / "data")
+    cfg.data.holdout_fraction = 0.1  # one image: no spread to standardise the memory's term with
+    trained = tmp_path / "trained.pt"
+    save_bundle(model, cfg, trained)
+    calibrate_category(trained, "carpet", tmp_path / "out")
+    assert BUNDLE_KEY not in read_bundle_raw(tmp_path / "out" / "model.pt")["extra"]
