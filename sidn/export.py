@@ -9,8 +9,9 @@ The exported graph is the anomaly map of eq. (26),
 Pre-processing (gray conversion, ``INTER_AREA`` resize to S) and post-processing (median
 filter, upsampling, threshold, morphology; :mod:`sidn.inference`) are not in the graph: they
 run in numpy/OpenCV around it, exactly as for the torch model. The ONNX file carries the
-bundle's calibration in its metadata (``sidn.threshold``, ``sidn.score_threshold`` -- null when the
-bundle's image score uses its feature memory, which is not in the graph --, ``sidn.image_size``, ``sidn.lambda_f``, ``sidn.format``), so :class:`OnnxModel` knows its
+bundle's calibration in its metadata (``sidn.threshold``; ``sidn.score_threshold``, null when the
+bundle's image score uses its feature memory, which is not in the graph; ``sidn.image_size``,
+``sidn.lambda_f``, ``sidn.format``), so :class:`OnnxModel` knows its
 threshold and its input size without the bundle, and ``sidn.weights_sha256``
 (:func:`sidn.weights_hash.weights_sha256` of the bundle's weights), which ties the file to its bundle:
 :func:`check_onnx_matches_bundle` refuses to run an ONNX file with another bundle's threshold

@@ -101,7 +101,7 @@ def test_calibration_builds_the_memory_and_thresholds_its_score(model: SIDN, tmp
 
 
 def test_an_export_does_not_claim_the_memory_scores_threshold(model: SIDN, tmp_path: Path) -> None:
-    """The exported graph is the map only: its score is the map's maximum, so the fused score's threshold stays behind."""
+    """The exported graph is the map only, scored by its maximum: the fused score's threshold stays behind."""
     from sidn.export import export_torchscript
 
     memory = FeatureMemory.from_images(model, _goods(4, seed=0), rows=50)
