@@ -4,7 +4,8 @@ The idea (ours, not the paper's; PatchCore's, without pretrained weights): keep 
 (eq. 2, ``Z`` [2C, H/2, W/2], 3x3-average-pooled to H/4, and with ``--stride 8`` 2x2-pooled again
 to H/8, as ``sidn.feature_memory`` does) of 60 defect-free training images as a memory bank
 (``--rows`` random positions, standardised per channel), and score each test position by its
-distance to the nearest bank row. Three variants are scored against the SIDN map (median 5
+distance to the nearest bank row (``--sampling coreset`` picks the rows by greedy k-centre selection,
+``sidn.feature_memory.greedy_coreset``, instead of at random). Three variants are scored against the SIDN map (median 5
 then ``infer.map_sigma`` 4, as the pipeline does), each as pixel AUROC / AUPRO / image AUROC (max):
 
 * ``knn``: the distance map alone;
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 from dev_split import load_dev_split
 from sidn.data.mvtec import build_manifest, load_images
+from sidn.feature_memory import greedy_coreset
 from sidn.heap import reuse_heap
 from sidn.inference import anomaly_maps, median_filter
 from sidn.metrics import aupro, image_auroc, pixel_auroc
@@ -44,6 +46,7 @@ ap.add_argument("data")
 ap.add_argument("category")
 ap.add_argument("--rows", type=int, default=8000, help="bank rows (the pipeline's infer.memory_rows)")
 ap.add_argument("--stride", type=int, choices=(4, 8), default=8, help="feature stride (the pipeline: 8)")
+ap.add_argument("--sampling", choices=("random", "coreset"), default="random", help="how bank rows are chosen")
 ap.add_argument("--input", type=int, default=256, help="size the FEM sees (the pipeline: 256, the network's input)")
 args = ap.parse_args()
 run, data, category, BANK_ROWS = args.run, args.data, args.category, args.rows
@@ -74,15 +77,19 @@ def sidn_maps(x: np.ndarray) -> np.ndarray:
     return np.stack([cv2.GaussianBlur(median_filter(a, 5), (0, 0), 4) for a in anomaly_maps(model, x, batch_size=16)])
 
 
-row = {"run": run, "category": category, "bank_images": BANK_IMAGES, "bank_rows": BANK_ROWS, "stride": args.stride, "input": args.input}
+row = {"run": run, "category": category, "bank_images": BANK_IMAGES, "bank_rows": BANK_ROWS, "stride": args.stride, "input": args.input,
+       "sampling": args.sampling}
 with reuse_heap():
     t0 = time.time()
     feats = fem_features(bank_images)
     dim = feats.shape[1]
     bank = feats.permute(0, 2, 3, 1).reshape(-1, dim)
-    bank = bank[torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))[:BANK_ROWS]]
     mu, sd = bank.mean(0), bank.std(0) + 1e-6
     bank = (bank - mu) / sd
+    if args.sampling == "coreset":
+        bank = bank[greedy_coreset(bank, BANK_ROWS)]
+    else:
+        bank = bank[torch.randperm(len(bank), generator=torch.Generator().manual_seed(0))[:BANK_ROWS]]
     bank_sq = (bank * bank).sum(1)
 
     def knn_maps(x: np.ndarray) -> np.ndarray:

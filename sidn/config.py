@@ -104,7 +104,9 @@ class InferConfig:
     morph_kernel: int = 3  # our choice (paper: "a morphological operation"): opening then closing
     min_region_area: int = 10  # pixels at original resolution; smaller regions are dropped
     score_sigma: float = 0.0  # our choice: image score = max of the map blurred by this Gaussian (px at image_size); 0 = plain max
-    memory_rows: int = 8000  # our choice: rows of the defect-free feature memory added to the image score (sidn.feature_memory); 0 = none (paper)
+    memory_rows: int = 4000  # our choice: rows of the defect-free feature memory added to the image score (sidn.feature_memory); 0 = none (paper)
+    memory_images: int = 60  # our choice: at most this many evenly spaced training images feed the memory
+    memory_sampling: str = "coreset"  # our choice: how the memory's rows are chosen: coreset (greedy k-centre) | random
     tile: bool = False  # process large images at full resolution by overlapping tiles
     tile_overlap: int = 32
     batch_size: int = 16

@@ -11,7 +11,10 @@ position scores its distance to the nearest bank row. The image score becomes
     score = (map_max - mean_map) / std_map + (knn_max - mean_knn) / std_knn
 
 with both terms standardised on the held-out good images that calibration uses, so neither
-dominates by its units. Chosen on the dev sets (README, ``experiments/feature_memory.py``).
+dominates by its units. The bank keeps ``infer.memory_rows`` of the candidate positions, chosen by
+``infer.memory_sampling``: ``coreset`` (PatchCore's greedy k-centre selection, so rare normal
+structure keeps a row) or ``random``. Chosen on the dev sets (README, ``experiments/feature_memory.py``,
+``experiments/memory_score.py``).
 The anomaly map, and so every pixel metric and mask, is unchanged.
 """
 
@@ -29,7 +32,8 @@ from torch import nn
 
 BUNDLE_KEY = "feature_memory"
 SMOOTH_SIGMA = 4.0  # px at the network's input size: blur of the distance map before its maximum
-_QUERY_CHUNK = 256  # queries per distance matrix (256 x 8000 float32 = 8 MB)
+_QUERY_CHUNK = 256  # queries per distance matrix (256 x 4000 float32 = 4 MB)
+SAMPLINGS = ("coreset", "random")
 
 
 def memory_features(model: nn.Module, images_resized: np.ndarray, batch_size: int = 16) -> torch.Tensor:
@@ -54,6 +58,25 @@ def _rows(features: torch.Tensor) -> torch.Tensor:
     return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
 
 
+def greedy_coreset(rows: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``k`` of ``rows`` [N, D] by greedy k-centre selection (PatchCore, Roth et al. 2022):
+    each pick is the row farthest from every row picked so far, so the picks cover the whole set,
+    its rare parts included. The first pick is drawn with ``seed``. (PatchCore measures distances
+    after a random projection of its 1536-dimensional features; the FEM's 2C = 32 need none.)"""
+    if k >= len(rows):
+        return torch.arange(len(rows))
+    sq = (rows * rows).sum(1)
+    picks = torch.empty(k, dtype=torch.long)
+    picks[0] = int(torch.randint(len(rows), (1,), generator=torch.Generator().manual_seed(seed)))
+    nearest = torch.full((len(rows),), float("inf"))
+    with torch.inference_mode():
+        for i in range(1, k):
+            c = rows[picks[i - 1]]
+            torch.minimum(nearest, torch.addmv(sq, rows, c, alpha=-2) + c.dot(c), out=nearest)
+            picks[i] = nearest.argmax()
+    return picks
+
+
 @dataclass
 class FeatureMemory:
     """Standardised bank rows ``[N, D]`` with their channel ``mean`` / ``std`` ``[D]``, and the mean and
@@ -66,14 +89,22 @@ class FeatureMemory:
     knn_ref: tuple[float, float] = (0.0, 1.0)
 
     @classmethod
-    def from_images(cls, model: nn.Module, good_images: np.ndarray, rows: int, seed: int = 0) -> "FeatureMemory":
-        """A bank of ``rows`` positions drawn at random from the features of defect-free ``[N, S, S]`` images."""
+    def from_images(cls, model: nn.Module, good_images: np.ndarray, rows: int, seed: int = 0,
+                    sampling: str = "coreset") -> "FeatureMemory":
+        """A bank of ``rows`` positions of the features of defect-free ``[N, S, S]`` images, chosen by
+        ``sampling``: ``coreset`` (:func:`greedy_coreset`) or ``random``."""
         if rows < 1:
             raise ValueError(f"infer.memory_rows must be >= 1 to build a feature memory, got {rows}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"infer.memory_sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
         candidates = _rows(memory_features(model, good_images))
         mean, std = candidates.mean(0), candidates.std(0).clamp_min(1e-6)
-        pick = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed))[:rows]
-        return cls(bank=(candidates[pick] - mean) / std, mean=mean, std=std)
+        candidates = (candidates - mean) / std
+        if sampling == "coreset":
+            pick = greedy_coreset(candidates, rows, seed)
+        else:
+            pick = torch.randperm(len(candidates), generator=torch.Generator().manual_seed(seed))[:rows]
+        return cls(bank=candidates[pick].contiguous(), mean=mean, std=std)
 
     def knn_scores(self, model: nn.Module, images_resized: np.ndarray) -> np.ndarray:
         """Per image: the maximum over positions of the distance to the nearest bank row, after a
@@ -139,4 +170,4 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), max(float(v.std()), 1e-6)
 
 
-__all__ = ["BUNDLE_KEY", "FeatureMemory", "SMOOTH_SIGMA", "memory_features"]
+__all__ = ["BUNDLE_KEY", "FeatureMemory", "SAMPLINGS", "SMOOTH_SIGMA", "greedy_coreset", "memory_features"]

@@ -202,7 +202,6 @@ def _imwrite(path: Path, image: np.ndarray) -> None:
     Path(path).write_bytes(encoded.tobytes())
 
 
-MEMORY_IMAGES = 60  # training images whose features feed the memory bank (the dev experiments' 60)
 
 # The settings calibration reads: the shipped model carries the values it was calibrated with.
 CALIBRATION_KEYS = ("data.root", "data.holdout_fraction", "data.holdout_seed", "dgm", "infer", "calibrate")
@@ -269,15 +268,18 @@ def calibrate_category(
 
 def _attach_feature_memory(model: SIDN, train_paths: list[str], good_images: np.ndarray,
                            good_maps: list[np.ndarray], cfg: SIDNConfig) -> list[float] | None:
-    """Build the feature memory (:mod:`sidn.feature_memory`) from at most :data:`MEMORY_IMAGES` evenly
+    """Build the feature memory (:mod:`sidn.feature_memory`) from at most ``infer.memory_images`` evenly
     spaced training images, standardise it on the held-out good images, hang it on ``model`` and return
     those images' fused scores; None when ``infer.memory_rows`` is 0 or fewer than two good images are held
     out (the references need a spread), in which case the image score stays the map's maximum."""
     if cfg.infer.memory_rows <= 0 or len(good_images) < 2:
         return None
-    step = max(1, -(-len(train_paths) // MEMORY_IMAGES))
+    if cfg.infer.memory_images < 1:
+        raise ValueError(f"infer.memory_images must be >= 1 when infer.memory_rows > 0, got {cfg.infer.memory_images}")
+    step = -(-len(train_paths) // cfg.infer.memory_images)
     train_images = load_images(train_paths[::step], cfg.data.image_size)
-    memory = FeatureMemory.from_images(model, train_images, cfg.infer.memory_rows, seed=cfg.dgm.seed)
+    memory = FeatureMemory.from_images(model, train_images, cfg.infer.memory_rows, seed=cfg.dgm.seed,
+                                       sampling=cfg.infer.memory_sampling)
     map_scores = [image_score(m, cfg.infer.score_sigma, cfg.data.image_size) for m in good_maps]
     knn_scores = memory.knn_scores(model, good_images)
     memory.set_references(map_scores, knn_scores)

@@ -13,7 +13,7 @@ import torch
 from helpers.data import make_mvtec_tree, texture
 from helpers.training import tiny_config
 from sidn.bundle import BundleError, load_bundle, read_bundle_raw, save_bundle, set_bundle_thresholds
-from sidn.feature_memory import BUNDLE_KEY, FeatureMemory
+from sidn.feature_memory import BUNDLE_KEY, FeatureMemory, greedy_coreset
 from sidn.inference import Predictor, image_score
 from sidn.jobs import calibrate_category
 from sidn.model.sidn import SIDN
@@ -39,6 +39,28 @@ def test_a_foreign_patch_scores_above_every_good_image(model: SIDN) -> None:
     damaged[:, 20:36, 24:40] = 1.0  # a bright square the textures never have
     good, bad = memory.knn_scores(model, held_out), memory.knn_scores(model, damaged)
     assert bad.min() > good.max()
+
+
+def _covering_radius(rows: torch.Tensor, picks: torch.Tensor) -> float:
+    return float(torch.cdist(rows, rows[picks]).amin(1).max())
+
+
+def test_the_coreset_keeps_a_rare_cluster_and_covers_tighter_than_random_rows() -> None:
+    gen = torch.Generator().manual_seed(0)
+    common = torch.randn(3000, 2, generator=gen)
+    rare = torch.randn(3, 2, generator=gen) * 0.1 + 12.0  # 0.1 % of the rows, far from the rest
+    rows = torch.cat([common, rare])
+    picks = greedy_coreset(rows, 60, seed=0)
+    assert len(set(picks.tolist())) == 60
+    assert (picks >= len(common)).any()
+    at_random = torch.randperm(len(common), generator=gen)[:60]  # as a random draw without the rare rows would
+    assert _covering_radius(common, picks[picks < len(common)]) < 0.7 * _covering_radius(common, at_random)
+    assert torch.equal(greedy_coreset(rows[:40], 60), torch.arange(40))
+
+
+def test_an_unknown_sampling_is_refused_by_its_key(model: SIDN) -> None:
+    with pytest.raises(ValueError, match="infer.memory_sampling"):
+        FeatureMemory.from_images(model, _goods(2, seed=0), rows=100, sampling="kmeans")
 
 
 def test_the_fused_score_standardises_each_term(model: SIDN) -> None:
@@ -93,6 +115,13 @@ def test_calibration_builds_the_memory_and_thresholds_its_score(model: SIDN, tmp
     refs = shipped.feature_memory.map_ref, shipped.feature_memory.knn_ref
     assert all(spread > 0 for _, spread in refs)
     assert torch.isfinite(shipped.score_threshold)
+
+    cfg.infer.memory_images = 2  # 2 images of 8 x 8 positions: fewer than the 500 rows asked for
+    calibrate_category(trained, "carpet", tmp_path / "two", cfg=cfg)
+    assert read_bundle_raw(tmp_path / "two" / "model.pt")["extra"][BUNDLE_KEY]["rows"] == 2 * (SIZE // 8) ** 2
+    cfg.infer.memory_images = 0
+    with pytest.raises(ValueError, match="infer.memory_images"):
+        calibrate_category(trained, "carpet", tmp_path / "none", cfg=cfg)
 
     cfg.infer.memory_rows = 0
     calibrate_category(trained, "carpet", tmp_path / "without", cfg=cfg)
